@@ -1,0 +1,154 @@
+"""Typed, validated configuration of one benchmark cell, and the named profiles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+PRECISIONS = ("fp32",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """Bad user input; the CLI prints it as one line and exits 2."""
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """The founding experiment's synthetic data (see docs/workload.md)."""
+
+    batch_size: int = 4096
+    batches: int = 100  # training batches per epoch
+    candidates: int = 10  # S: items the re-ranker sees for each user
+    slate_length: int = 5  # T: items displayed to the user, drawn from the candidates
+    user_dim: int = 7
+    item_dim: int = 10
+    valid_slates: int = 4096
+    test_slates: int = 16384
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    amsgrad: bool = True
+    loss: str = "kl"
+    warmup_steps: int = 5  # first steps of epoch 0, excluded from throughput
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    latency_requests: int = 200  # batch-1 forward calls timed for the latency percentiles
+    throughput_blocks: int = 7  # timed blocks of inference at the cell's batch size
+    min_block_seconds: float = 0.05
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One unit of work: one model on one workload with one seed on one device."""
+
+    model: str
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # 0: leave torch's default
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellConfig:
+        nested = {"workload": WorkloadConfig, "train": TrainConfig, "measure": MeasureConfig}
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, kind in nested.items():
+            if name in values:
+                sub = {f.name for f in fields(kind)}
+                values[name] = kind(**{k: v for k, v in values[name].items() if k in sub})
+        return cls(**values)
+
+    def key(self) -> str:
+        """Stable identity of the cell: a hash of its full config."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def data_key(self) -> str:
+        """Identity of the data the cell sees; cells sharing it can be compared pairwise."""
+        canonical = json.dumps(
+            {"workload": asdict(self.workload), "seed": self.seed, "device": self.device},
+            sort_keys=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Exactly the blog's configuration; meant for a GPU.
+    "seed": {
+        "workload": WorkloadConfig(),
+        "train": TrainConfig(epochs=10),
+        "model_kwargs": {"d_model": 512},
+    },
+    # Finishes `bench run --models all` in under 3 minutes on a 2-core CPU.
+    "default": {
+        "workload": WorkloadConfig(batch_size=512, batches=100, valid_slates=4096, test_slates=8192),
+        "train": TrainConfig(epochs=6),
+        "model_kwargs": {"d_model": 64, "dim_feedforward": 256},
+    },
+    # Seconds; for tests.
+    "smoke": {
+        "workload": WorkloadConfig(batch_size=64, batches=6, valid_slates=128, test_slates=256),
+        "train": TrainConfig(epochs=2, warmup_steps=2),
+        "measure": MeasureConfig(latency_requests=10, throughput_blocks=3, min_block_seconds=0.01),
+        "model_kwargs": {"d_model": 16, "dim_feedforward": 32},
+    },
+}
+
+
+def profile(name: str) -> dict[str, Any]:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    return dict(PROFILES[name])
+
+
+def validate(cell: CellConfig) -> None:
+    w, t = cell.workload, cell.train
+    for group in (w, t):
+        for f in fields(group):
+            value = getattr(group, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                minimum = 0 if f.name == "warmup_steps" else None
+                if (minimum is None and value <= 0) or (minimum == 0 and value < 0):
+                    raise ConfigError(f"{f.name.replace('_', '-')} must be positive, got {value}")
+    if w.slate_length > w.candidates:
+        raise ConfigError(f"slate length {w.slate_length} is longer than the candidate list ({w.candidates})")
+    if w.item_dim < 2:
+        raise ConfigError("item-dim must be at least 2 (the last feature is the sum of the others)")
+    if cell.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
+    if cell.threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {cell.threads}")
+    for name, value in cell.model_kwargs.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"model option {name} must be positive, got {value}")
+
+
+def with_overrides(base: CellConfig, **overrides: Any) -> CellConfig:
+    """Apply flat overrides (``batch_size=...``, ``epochs=...``) to the right sub-config."""
+    groups = {"workload": base.workload, "train": base.train, "measure": base.measure}
+    top: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        for group_name, group in groups.items():
+            if name in {f.name for f in fields(group)}:
+                groups[group_name] = replace(group, **{name: value})
+                break
+        else:
+            top[name] = value
+    return replace(base, **groups, **top)

@@ -1,0 +1,154 @@
+"""Markdown comparison tables built from records alone."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.records import RECORDS_FILE, load_records, unpack_bits
+
+REPORT_FILE = "report.md"
+Z95 = 1.959963984540054
+
+DEFINITIONS = """\
+## How to read this
+
+- **slate_acc**: share of test slates where the model's highest-scored *displayed* item is the clicked
+  one (the founding blog's metric). The interval is a 95% normal-approximation binomial interval.
+- **Δ slate_acc vs {baseline}**: paired difference on the same test slates (same data seed): the mean of
+  per-slate hit differences, with a 95% interval of mean ± 1.96·sd/√n. `*` marks an interval that
+  excludes 0.
+- **total_acc**: the model's highest-scored item over the *whole candidate list* is the clicked one.
+  Undisplayed candidates can never be clicked, so this is capped well below 1.
+- **ndcg@k**: NDCG of the displayed slate ordered by the model, linear gain = true utility minus the
+  slate's lowest true utility, discount 1/log2(rank+1); 0 for a slate whose items all have equal utility.
+- **mrr**: mean reciprocal rank of the clicked item within the displayed slate.
+- **train samples/s**: training throughput over steady-state steps (the first epoch's warm-up steps
+  and the per-epoch validation excluded). **infer samples/s**: median over timed blocks of eval-mode
+  forward passes at the cell's batch size. **latency b1**: one forward pass at batch size 1.
+- **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
+  `--isolation none`); **CUDA peak**: `torch.cuda.max_memory_allocated` during training.
+"""
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def accuracy_interval(p: float, n: int) -> float:
+    return Z95 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.nan
+
+
+def paired_difference(hits_a: np.ndarray, hits_b: np.ndarray) -> tuple[float, float]:
+    """Mean of per-slate differences and its 95% half-width."""
+    diff = hits_a.astype(float) - hits_b.astype(float)
+    half = Z95 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+    return float(diff.mean()), float(half)
+
+
+def _hits(record: dict[str, Any]) -> np.ndarray | None:
+    packed = record.get("per_slate", {}).get("slate_hits")
+    count = record.get("metrics", {}).get("test_slates")
+    return unpack_bits(packed, count) if packed and count else None
+
+
+def results_table(records: list[dict[str, Any]], baseline: str | None) -> pd.DataFrame:
+    """One row per record of one data key; failed cells show their status, not numbers."""
+    base = next((r for r in records if r["model"] == baseline and r["status"] == "ok"), None)
+    base_hits = _hits(base) if base else None
+    rows = []
+    for r in records:
+        m, x = r.get("metrics", {}), r.get("measurements", {})
+        ok = r["status"] == "ok"
+        row: dict[str, Any] = {"model": r["model"], "status": r["status"]}
+        row["params"] = _fmt(x.get("parameters"))
+        if ok:
+            n = m["test_slates"]
+            acc = m["slate_acc"]
+            row["slate_acc (95% CI)"] = f"{acc:.3f} ± {accuracy_interval(acc, n):.3f}"
+            hits = _hits(r)
+            if base_hits is not None and hits is not None and r is not base:
+                delta, half = paired_difference(hits, base_hits)
+                mark = "*" if abs(delta) > half else ""
+                row[f"Δ slate_acc vs {baseline}"] = f"{delta:+.3f} ± {half:.3f}{mark}"
+            else:
+                row[f"Δ slate_acc vs {baseline}"] = "–"
+            for name in ("total_acc", "ndcg@1", "ndcg@3", "ndcg@5", "mrr"):
+                row[name] = _fmt(m.get(name))
+            row["train samples/s"] = _fmt(x.get("train_samples_per_s"))
+            row["infer samples/s"] = _fmt(x.get("infer_samples_per_s"))
+            row["latency b1 p50 (ms)"] = _fmt(x.get("latency_b1_p50_ms"))
+            row["latency b1 p99 (ms)"] = _fmt(x.get("latency_b1_p99_ms"))
+        if "cpu_peak_rss_mib" in x:
+            row["peak RSS (MiB)"] = _fmt(x["cpu_peak_rss_mib"], 0)
+        if "cuda_peak_allocated_train_mib" in x:
+            row["CUDA peak train (MiB)"] = _fmt(x["cuda_peak_allocated_train_mib"], 0)
+        row["wall (s)"] = _fmt(x.get("wall_seconds"), 1)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("–")
+
+
+def _workload_line(record: dict[str, Any]) -> str:
+    c = record["config"]
+    w, t = c["workload"], c["train"]
+    return (
+        f"seed {c['seed']}, device {c['device']}, {c['precision']}; batch {w['batch_size']} x "
+        f"{w['batches']} batches x {t['epochs']} epochs; {w['candidates']} candidates, slate "
+        f"{w['slate_length']}; user dim {w['user_dim']}, item dim {w['item_dim']}; "
+        f"test {w['test_slates']} slates; loss {t['loss']}, lr {t['lr']}"
+    )
+
+
+def render(records: list[dict[str, Any]], title: str, baseline: str = "mlp") -> str:
+    lines = [f"# rerank-bench report: {title}", ""]
+    if not records:
+        return "\n".join(lines + ["No records yet.", ""])
+    first = records[-1]
+    env = first.get("environment", {})
+    command = first.get("run", {}).get("command")
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    if env:
+        lines += [
+            f"Machine: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} threads, "
+            f"torch {env.get('torch')}, python {env.get('python')}, git {env.get('git_revision')}",
+            "",
+        ]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["data_key"], []).append(r)
+    for group in groups.values():
+        lines += [f"## Workload: {_workload_line(group[0])}", ""]
+        model_kwargs = {r["model"]: r["config"]["model_kwargs"] for r in group}
+        table = results_table(group, baseline)
+        lines += [table.to_markdown(index=False), ""]
+        lines += [
+            "Model options: " + "; ".join(f"{name} {kw or 'defaults'}" for name, kw in model_kwargs.items()),
+            "",
+        ]
+        for r in group:
+            if r["status"] != "ok":
+                lines += [f"- `{r['model']}` {r['status']}: {r.get('error')}"]
+        lines.append("")
+    lines.append(DEFINITIONS.format(baseline=baseline))
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, baseline: str = "mlp") -> Path:
+    records_path = run_dir / RECORDS_FILE
+    records = load_records(records_path) if records_path.exists() else []
+    # A cell recorded twice (a forced re-run) shows its latest result.
+    latest = {r["key"]: r for r in records}
+    path = run_dir / REPORT_FILE
+    path.write_text(render(list(latest.values()), run_dir.name, baseline), encoding="utf-8")
+    return path

@@ -1,0 +1,100 @@
+"""Training loop: the founding loss and optimiser, no per-step host synchronisation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bench.config import TrainConfig
+from bench.data import SlateData
+from bench.losses import LOSSES
+from bench.metrics import slate_hits
+
+EpochCallback = Callable[[int, float, float], None]  # epoch (1-based), train loss, valid slate_acc
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    train_loss: list[float] = field(default_factory=list)
+    valid_slate_acc: list[float] = field(default_factory=list)
+    steady_samples: int = 0
+    steady_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.steady_samples / self.steady_seconds if self.steady_seconds > 0 else math.nan
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def slate_scores(model: nn.Module, data: SlateData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of every candidate [N, S] and of the displayed items [N, T]."""
+    scores = model(data.inputs)
+    return scores, scores.gather(1, data.slate)
+
+
+@torch.inference_mode()
+def score_split(model: nn.Module, data: SlateData, batch_size: int) -> torch.Tensor:
+    """[N, S] scores of a whole split, in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    scores = torch.cat([model(chunk.inputs) for chunk in data.batches(batch_size)])
+    model.train(was_training)
+    return scores
+
+
+def train(
+    model: nn.Module,
+    train_data: SlateData,
+    valid_data: SlateData,
+    config: TrainConfig,
+    batch_size: int,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    device = next(model.parameters()).device
+    loss_fn = LOSSES[config.loss]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=config.amsgrad, foreach=True)
+    result = TrainResult()
+    batches = list(train_data.batches(batch_size))
+    warmup = min(config.warmup_steps, len(batches) - 1)
+    model.train()
+    for epoch in range(config.epochs):
+        loss_sum = torch.zeros((), device=device)
+        start = time.perf_counter()
+        steady_start = start
+        for step, batch in enumerate(batches):
+            if epoch == 0 and step == warmup:
+                synchronize(device)
+                steady_start = time.perf_counter()
+                result.warmup_seconds = steady_start - start
+            _, scores = slate_scores(model, batch)
+            loss = loss_fn(scores, batch.clicks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+        epoch_loss = (loss_sum / len(batches)).item()  # the one host sync of the epoch
+        result.steady_seconds += time.perf_counter() - steady_start
+        result.steady_samples += sum(len(b) for i, b in enumerate(batches) if epoch > 0 or i >= warmup)
+        if not math.isfinite(epoch_loss):
+            raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
+        valid_scores = score_split(model, valid_data, batch_size).gather(1, valid_data.slate)
+        valid_acc = slate_hits(valid_scores, valid_data.clicks).float().mean().item()
+        result.train_loss.append(epoch_loss)
+        result.valid_slate_acc.append(valid_acc)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epoch_loss, valid_acc)
+    return result

@@ -1,0 +1,36 @@
+"""nox sessions: tests, lint, smoke. Under CI (CI set) they reuse the current environment."""
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "smoke"]
+nox.options.reuse_existing_virtualenvs = True
+if os.environ.get("CI"):
+    nox.options.default_venv_backend = "none"
+
+
+def install(session: nox.Session) -> None:
+    if session.venv_backend == "none":
+        return
+    # The CPU wheel first, so the project's `torch>=2.3` does not pull a CUDA build.
+    session.install("torch==2.13.0")
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    install(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session)
+    session.run("python", "-m", "ruff", "check", ".")
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    install(session)
+    session.run("bench", "run", "--models", "all", "--profile", "smoke", "--out", session.create_tmp())

@@ -1,0 +1,131 @@
+"""Model registry: names -> re-ranker factories, with entry-point plugins.
+
+Third-party packages register models by exposing, in the entry-point group
+``rerank_bench.rerankers``, either a module (importing it runs its ``@register``
+decorators) or a callable that takes no arguments and registers its models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.metadata
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+ENTRY_POINT_GROUP = "rerank_bench.rerankers"
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name or pattern that matches nothing registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str
+    # Claims the model tests hold it to; see tests/test_models.py.
+    permutation_equivariant: bool = False
+    trainable: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """The factory's size and hyper-parameter options with their defaults."""
+        params = inspect.signature(self.factory).parameters.values()
+        return {
+            p.name: p.default
+            for p in params
+            if p.name not in ("user_dim", "item_dim") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_plugins_loaded = False
+
+
+def register(
+    name: str,
+    *,
+    description: str | None = None,
+    permutation_equivariant: bool = False,
+    trainable: bool = True,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Class or function decorator adding a model factory under ``name``."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
+        _REGISTRY[name] = ModelSpec(name, factory, summary, permutation_equivariant, trainable)
+        return factory
+
+    return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove a model (tests and interactive use)."""
+    _REGISTRY.pop(name, None)
+
+
+def load_plugins() -> None:
+    """Import every entry point of the plugin group once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        loaded = entry_point.load()
+        if callable(loaded) and not isinstance(loaded, type):
+            loaded()
+
+
+def model_names() -> list[str]:
+    load_plugins()
+    return sorted(_REGISTRY)
+
+
+def _unknown(name: str) -> UnknownModelError:
+    known = model_names()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UnknownModelError(f"unknown model {name!r}{hint} (known: {', '.join(known)})")
+
+
+def get_spec(name: str) -> ModelSpec:
+    load_plugins()
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "all") -> list[str]:
+    """Names matching ``pattern``: ``all``, a name, a glob, or a comma list of those."""
+    names = model_names()
+    selected: list[str] = []
+    for part in (p.strip() for p in pattern.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            matches = names
+        elif any(ch in part for ch in "*?["):
+            matches = fnmatch.filter(names, part)
+            if not matches:
+                raise UnknownModelError(f"pattern {part!r} matches no model (known: {', '.join(names)})")
+        else:
+            matches = [get_spec(part).name]
+        selected.extend(m for m in matches if m not in selected)
+    if not selected:
+        raise UnknownModelError("no model selected")
+    return selected
+
+
+def build_model(name: str, *, user_dim: int, item_dim: int, **kwargs: Any) -> nn.Module:
+    """Instantiate a registered model for the given feature sizes."""
+    return get_spec(name).factory(user_dim=user_dim, item_dim=item_dim, **kwargs)
