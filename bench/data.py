@@ -25,6 +25,7 @@ class SlateData:
 
     inputs: SlateBatch  # items: [N, S, F], every candidate
     slate: torch.Tensor  # [N, T] long, candidate index of each displayed item, in display order
+    # (inputs.positions[n, slate[n, t]] == t: the slate is the top of the initial order)
     clicks: torch.Tensor  # [N, T] float, one-hot on the clicked displayed item
     utility: torch.Tensor  # [N, S] float, true utility of every candidate
 
@@ -85,7 +86,10 @@ def generate_split(config: WorkloadConfig, value_model: HiddenValueModel, n: int
     items = torch.randn(n, S, F, generator=g, device=device)
     # The last feature is the sum of the others, like a precomputed score in production.
     items[:, :, -1] = items[:, :, :-1].sum(dim=-1)
-    slate = torch.rand(n, S, generator=g, device=device).argsort(dim=1)[:, :T]
+    # The upstream ranker's order: random, as in the founding experiment. The displayed
+    # slate is its top T, so a random T-subset in random order.
+    initial_order = torch.rand(n, S, generator=g, device=device).argsort(dim=1)
+    slate = initial_order[:, :T]
     utility = value_model.utility(user, items)
     best = utility.gather(1, slate).argmax(dim=1)
     clicks = torch.zeros(n, T, device=device)
@@ -94,7 +98,7 @@ def generate_split(config: WorkloadConfig, value_model: HiddenValueModel, n: int
         user=user,
         items=items,
         mask=torch.ones(n, S, dtype=torch.bool, device=device),
-        positions=torch.arange(S, device=device).expand(n, S),
+        positions=initial_order.argsort(dim=1),
     )
     return SlateData(inputs, slate, clicks, utility)
 

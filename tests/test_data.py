@@ -23,7 +23,12 @@ def test_shapes(workload):
     assert train.inputs.mask.all()
     assert train.slate.shape == (128, 3) and train.clicks.shape == (128, 3)
     assert train.utility.shape == (128, 8)
-    assert torch.equal(train.inputs.positions[0], torch.arange(8))
+    assert torch.equal(train.inputs.positions[0].sort().values, torch.arange(8))
+
+
+def test_slate_is_the_top_of_the_initial_order(workload):
+    data = workload.train
+    assert torch.equal(data.inputs.positions.gather(1, data.slate), torch.arange(3).expand(len(data), 3))
 
 
 def test_same_seed_same_data_other_seed_other_data(workload):
