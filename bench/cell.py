@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -61,7 +61,7 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "history": {},
         "per_slate": {},
         "environment": {},
-        "started_at": datetime.now(timezone.utc).isoformat(),
+        "started_at": datetime.now(UTC).isoformat(),
         "finished_at": None,
     }
 
@@ -113,5 +113,5 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     if device.type == "cpu":
         record["measurements"]["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
     record["measurements"]["wall_seconds"] = time.perf_counter() - wall_start
-    record["finished_at"] = datetime.now(timezone.utc).isoformat()
+    record["finished_at"] = datetime.now(UTC).isoformat()
     return json_safe(record)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from bench.config import DEVICES, CellConfig, ConfigError, profile, validate, with_overrides
+from bench.config import DEVICES, CellConfig, ConfigError, profile
 from bench.runner import ISOLATIONS, run_cells
 
 app = typer.Typer(
@@ -28,13 +27,6 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def resolve_device(name: str) -> str:
     import torch
 
@@ -47,158 +39,204 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def model_options_for(model: str, options: dict[str, Any]) -> dict[str, Any]:
-    from rerankers import get_spec
-
-    accepted = get_spec(model).options()
-    return {k: v for k, v in options.items() if k in accepted}
-
-
-def build_cells(models: list[str], base: CellConfig, options: dict[str, Any], explicit: set[str]) -> list[CellConfig]:
-    """One cell per model; each model gets the options it accepts."""
-    from rerankers import get_spec
-
-    for name in explicit:
-        if not any(name in get_spec(m).options() for m in models):
-            fail(f"no selected model takes the option {name!r}")
-    cells = []
-    for model in models:
-        cell = CellConfig.from_dict({**base.to_dict(), "model": model})
-        cells.append(CellConfig(**{**cell.__dict__, "model_kwargs": model_options_for(model, options)}))
-    return cells
+LIST_HELP = "Comma list: each value is a sweep axis point."
 
 
 @app.command()
 def run(
-    models: str = typer.Option("all", help="'all', a comma list of names, or glob patterns (prm*)."),
-    profile_name: str = typer.Option("default", "--profile", help="seed | default | smoke"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    seed: int = typer.Option(0, help="Seed of the data, the hidden value model and the model init."),
+    models: str | None = typer.Option(None, help="'all', a comma list of names, or glob patterns (prm*)."),
+    profile_name: str | None = typer.Option(None, "--profile", help="seed | default | smoke"),
+    sweep: Path | None = typer.Option(None, help="TOML file describing the sweep; flags override it."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda  [default: auto]"),
+    seed: int | None = typer.Option(None, help="First seed of data, hidden value model and model init [0]."),
+    seeds: int | None = typer.Option(None, help="Number of seeds (seed, seed+1, ...) [1]."),
     out: Path = typer.Option(Path("results"), help="Directory that receives <run-id>/."),
     run_id: str | None = typer.Option(
         None, help="Name of the run directory (default: time stamp + profile). Re-using one resumes it."
     ),
-    batch_size: int | None = typer.Option(None, help="Training and serving batch size."),
+    batch_size: str | None = typer.Option(None, "--batch-size", "--batch-sizes", help=LIST_HELP),
+    slate_length: str | None = typer.Option(
+        None, "--slate-length", "--slate-lengths", help="Items displayed to the user (T). " + LIST_HELP
+    ),
+    candidates: str | None = typer.Option(
+        None, help="Items the re-ranker sees per user (S >= T); default: candidate-ratio x T. " + LIST_HELP
+    ),
+    candidate_ratio: float | None = typer.Option(None, help="S / T when --candidates is not given [profile's]."),
+    user_dim: str | None = typer.Option(None, "--user-dim", "--user-dims", help=LIST_HELP),
+    item_dim: str | None = typer.Option(None, "--item-dim", "--item-dims", help=LIST_HELP),
     batches: int | None = typer.Option(None, help="Training batches per epoch."),
     epochs: int | None = typer.Option(None),
-    slate_length: int | None = typer.Option(None, help="Items displayed to the user (T)."),
-    candidates: int | None = typer.Option(None, help="Items the re-ranker sees per user (S >= T)."),
-    user_dim: int | None = typer.Option(None),
-    item_dim: int | None = typer.Option(None),
     valid_slates: int | None = typer.Option(None),
     test_slates: int | None = typer.Option(None),
     d_model: int | None = typer.Option(None, help="Model width, for every model that has one."),
-    model_arg: list[str] = typer.Option([], help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
-    threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
-    isolation: str = typer.Option("process", help="process: each cell in its own process | none"),
-    baseline: str = typer.Option("mlp", help="Model the report compares the others with."),
+    model_arg: list[str] | None = typer.Option(None, help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
+    threads: int | None = typer.Option(None, help="CPU threads for torch (0: torch's default)."),
+    isolation: str | None = typer.Option(None, help="process: each cell in its own process | none  [process]"),
+    timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation)."),
+    force: bool = typer.Option(False, help="Re-run cells that are already recorded."),
+    dry_run: bool = typer.Option(False, help="List the cells and exit."),
+    baseline: str | None = typer.Option(None, help="Model the report compares the others with [mlp]."),
 ) -> None:
     """Train, evaluate and measure every selected model on the same data; write records and a report."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from bench.sweep import build_cells, load_sweep_file
+    from rerankers import UnknownModelError, get_spec
 
-    from bench.report import write_report
-    from rerankers import UnknownModelError, list_models
-
+    given = {
+        "models": models,
+        "profile": profile_name,
+        "device": device,
+        "seed": seed,
+        "seeds": seeds,
+        "batch_size": batch_size,
+        "slate_length": slate_length,
+        "candidates": candidates,
+        "candidate_ratio": candidate_ratio,
+        "user_dim": user_dim,
+        "item_dim": item_dim,
+        "batches": batches,
+        "epochs": epochs,
+        "valid_slates": valid_slates,
+        "test_slates": test_slates,
+        "d_model": d_model,
+        "model_arg": model_arg or None,
+        "threads": threads,
+        "isolation": isolation,
+        "timeout": timeout,
+        "baseline": baseline,
+    }
     try:
-        selected = list_models(models)
-        settings = profile(profile_name)
-        if isolation not in ISOLATIONS:
-            raise ConfigError(f"unknown isolation {isolation!r} (choose from {', '.join(ISOLATIONS)})")
-        options = dict(settings.pop("model_kwargs", {}))
-        explicit: dict[str, Any] = {}
-        if d_model is not None:
-            explicit["d_model"] = d_model
-        for item in model_arg:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--model-arg expects KEY=VALUE, got {item!r}")
-            explicit[key.strip()] = _parse_value(value.strip())
-        options.update(explicit)
-        base = with_overrides(
-            CellConfig(model=selected[0], **settings),
-            batch_size=batch_size,
-            batches=batches,
-            epochs=epochs,
-            slate_length=slate_length,
-            candidates=candidates,
-            user_dim=user_dim,
-            item_dim=item_dim,
-            valid_slates=valid_slates,
-            test_slates=test_slates,
-            seed=seed,
-            device=resolve_device(device),
-            threads=threads,
-            model_kwargs=options,
-        )
-        validate(base)
+        settings = load_sweep_file(sweep) if sweep else {}
+        settings.update({k: v for k, v in given.items() if v is not None})
+        settings["device"] = resolve_device(str(settings.get("device", "auto")))
+        isolation_mode = settings.get("isolation", "process")
+        if isolation_mode not in ISOLATIONS:
+            raise ConfigError(f"unknown isolation {isolation_mode!r} (choose from {', '.join(ISOLATIONS)})")
+        cell_timeout = settings.get("timeout")
+        if cell_timeout is not None and float(cell_timeout) <= 0:
+            raise ConfigError(f"timeout must be positive, got {cell_timeout}")
+        baseline_model = get_spec(str(settings.get("baseline", "mlp"))).name
+        cells = build_cells(settings)
     except (ConfigError, UnknownModelError) as error:
         fail(str(error))
-    cells = build_cells(selected, base, options, set(explicit))
     for cell in cells:
         _check_constructible(cell)
+    profile_label = settings.get("profile", "default")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = out / (run_id or f"{stamp}-{profile_label}")
+    if dry_run:
+        _print_dry_run(cells, run_dir, force)
+        return
+    _execute(cells, run_dir, isolation_mode, cell_timeout, force, baseline_model)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = out / (run_id or f"{stamp}-{profile_name}")
+
+def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
+    from tabulate import tabulate
+
+    from bench.runner import pending_cells
+
+    todo = {c.key() for c in pending_cells(cells, run_dir, force)}
+    rows = [
+        (
+            c.model,
+            c.seed,
+            c.workload.batch_size,
+            c.workload.slate_length,
+            c.workload.candidates,
+            c.workload.user_dim,
+            c.workload.item_dim,
+            c.key(),
+            "run" if c.key() in todo else "recorded",
+        )
+        for c in cells
+    ]
+    headers = ["model", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
+    typer.echo(tabulate(rows, headers=headers))
+    typer.echo(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already recorded in {run_dir}")
+
+
+def _execute(
+    cells: list[CellConfig], run_dir: Path, isolation: str, timeout: float | None, force: bool, baseline: str
+) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from bench.report import write_report
+
     command = shlex.join(["bench", *sys.argv[1:]]) if sys.argv and "bench" in sys.argv[0] else None
     console = Console(stderr=True)
-    failures = 0
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
     ) as progress:
         overall = progress.add_task("cells", total=len(cells))
-        current = progress.add_task("", total=base.train.epochs)
+        current = progress.add_task("", total=1)
 
         def on_start(cell: CellConfig) -> None:
-            progress.reset(current, total=cell.train.epochs)
-            progress.update(current, description=f"{cell.model}: data + first epoch")
+            w = cell.workload
+            progress.update(
+                overall,
+                description=f"cell {cell.model} seed {cell.seed} batch {w.batch_size} T {w.slate_length} "
+                f"S {w.candidates} U {w.user_dim} F {w.item_dim}",
+            )
+            progress.reset(current, total=cell.train.epochs, description="  data + first epoch")
 
         def on_epoch(epoch: int, loss: float, acc: float) -> None:
+            total = progress.tasks[current].total
             progress.update(
                 current,
                 completed=epoch,
-                description=f"epoch {epoch}/{base.train.epochs} loss {loss:.4f} valid slate_acc {acc:.3f}",
+                description=f"  epoch {epoch}/{total:.0f} loss {loss:.4f} valid slate_acc {acc:.3f}",
             )
 
         def on_done(record: dict[str, Any]) -> None:
-            nonlocal failures
             progress.advance(overall)
-            m, x = record["metrics"], record["measurements"]
+            m, x, w = record["metrics"], record["measurements"], record["config"]["workload"]
+            where = f"seed {record['config']['seed']} batch {w['batch_size']} T {w['slate_length']}"
             if record["status"] == "ok":
                 progress.console.print(
-                    f"{record['model']:<12} ok  slate_acc {m['slate_acc']:.3f}  "
-                    f"train {x.get('train_samples_per_s') or 0:,.0f} samples/s  "
-                    f"wall {x['wall_seconds']:.1f}s"
+                    f"{record['model']:<12} {where}  ok  slate_acc {m['slate_acc']:.3f}  "
+                    f"train {x.get('train_samples_per_s') or 0:,.0f} samples/s  wall {x['wall_seconds']:.1f}s"
                 )
             else:
-                failures += 1
-                progress.console.print(f"{record['model']:<12} {record['status']}: {record['error']}")
+                progress.console.print(f"{record['model']:<12} {where}  {record['status']}: {record['error']}")
 
         try:
-            ran, skipped = run_cells(
+            summary = run_cells(
                 cells,
                 run_dir,
                 isolation,
+                timeout,
+                force,
                 on_start,
                 on_epoch,
                 on_done,
                 extra={"run": {"id": run_dir.name, "command": command}},
             )
         except KeyboardInterrupt:
-            console.print("interrupted: finished cells are recorded")
-            write_report(run_dir, baseline)
+            progress.stop()
+            report = write_report(run_dir, baseline) if (run_dir / "records.jsonl").exists() else None
+            console.print(f"interrupted: finished cells are recorded in {run_dir}; report so far: {report}")
             raise typer.Exit(130) from None
-    if skipped:
-        console.print(f"skipped {skipped} cell(s) already recorded in {run_dir}")
+    if summary.skipped:
+        console.print(f"skipped {summary.skipped} cell(s) already recorded in {run_dir} (--force re-runs them)")
     report = write_report(run_dir, baseline)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
+    typer.echo(f"ran {summary.ran} cell(s): {statuses}")
     typer.echo(f"records: {run_dir / 'records.jsonl'}")
     typer.echo(f"report:  {report}")
-    if failures:
+    if sum(n for s, n in summary.statuses.items() if s != "ok"):
         raise typer.Exit(1)
 
 
@@ -228,7 +266,8 @@ def list_command(
     rows = []
     for name in model_names():
         spec = get_spec(name)
-        options = model_options_for(name, settings.get("model_kwargs", {}))
+        accepted = spec.options()
+        options = {k: v for k, v in settings.get("model_kwargs", {}).items() if k in accepted}
         model = build_model(name, user_dim=workload.user_dim, item_dim=workload.item_dim, **options)
         defaults = ", ".join(f"{k}={v}" for k, v in spec.options().items())
         rows.append((name, f"{parameter_count(model):,}", spec.description, defaults))
@@ -250,6 +289,58 @@ def report(
     if not (run_dir / RECORDS_FILE).is_file():
         fail(f"{run_dir} has no {RECORDS_FILE}")
     typer.echo(f"report: {write_report(run_dir, baseline)}")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="The reference run directory."),
+    run_b: Path = typer.Argument(..., help="The run to check against it."),
+    threshold: float = typer.Option(0.05, help="Relative change that is flagged (0.05 = 5%)."),
+    show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
+) -> None:
+    """Per-cell deltas of every metric; exits 1 on an accuracy or speed regression beyond the threshold."""
+    from tabulate import tabulate
+
+    from bench.compare import compare_runs
+    from bench.records import RECORDS_FILE
+
+    for run_dir in (run_a, run_b):
+        if not (run_dir / RECORDS_FILE).is_file():
+            fail(f"{run_dir} has no {RECORDS_FILE}")
+    if threshold < 0:
+        fail(f"threshold must be >= 0, got {threshold}")
+    result = compare_runs(run_a, run_b, threshold)
+    shown = [(c, f, r) for c, f, r in result.rows if f or show_all]
+    if shown:
+        typer.echo(
+            tabulate(
+                [
+                    (
+                        c.cell,
+                        c.name,
+                        f"{c.before:.4g}",
+                        f"{c.after:.4g}",
+                        f"{c.relative:+.1%}",
+                        "REGRESSION" if r else ("changed" if f else ""),
+                    )
+                    for c, f, r in shown
+                ],
+                headers=["cell", "value", run_a.name, run_b.name, "relative", "flag"],
+            )
+        )
+    compared = len({c.key for c, _, _ in result.rows})
+    typer.echo(
+        f"compared {compared} cell(s) present in both runs at threshold {threshold:.1%}; "
+        f"{sum(f for _, f, _ in result.rows)} value(s) changed beyond it"
+    )
+    for line in result.status_changes:
+        typer.echo(f"REGRESSION status: {line}")
+    for label, cells in ((f"only in {run_a}", result.only_a), (f"only in {run_b}", result.only_b)):
+        for cell in cells:
+            typer.echo(f"{label}: {cell}")
+    if result.regressions:
+        typer.echo(f"{result.regressions} regression(s)", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

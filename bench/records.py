@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "diverged", "oom")
+STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
 RECORDS_FILE = "records.jsonl"
 
 
@@ -72,6 +72,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "amp": False,
         "compile": False,
         "git_revision": git_revision(),
+        # Other work on the machine distorts timings (CPU threads contend); recorded so it shows.
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     return env
 
@@ -80,8 +82,15 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one complete line and force it to disk before returning."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    with open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                # A torn line from a killed run: end it so it stays a lone skipped line
+                # instead of swallowing this record.
+                handle.write(b"\n")
+        handle.write(line.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 

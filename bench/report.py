@@ -1,4 +1,4 @@
-"""Markdown comparison tables built from records alone."""
+"""Markdown reports and PNG plots, built from a run's records alone."""
 
 from __future__ import annotations
 
@@ -10,50 +10,25 @@ import numpy as np
 import pandas as pd
 
 from bench.records import RECORDS_FILE, load_records, unpack_bits
+from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
 
 REPORT_FILE = "report.md"
-Z95 = 1.959963984540054
-
-DEFINITIONS = """\
-## How to read this
-
-- **slate_acc**: share of test slates where the model's highest-scored *displayed* item is the clicked
-  one (the founding blog's metric). The interval is a 95% normal-approximation binomial interval.
-- **Δ slate_acc vs {baseline}**: paired difference on the same test slates (same data seed): the mean of
-  per-slate hit differences, with a 95% interval of mean ± 1.96·sd/√n. `*` marks an interval that
-  excludes 0.
-- **total_acc**: the model's highest-scored item over the *whole candidate list* is the clicked one.
-  Undisplayed candidates can never be clicked, so this is capped well below 1.
-- **ndcg@k**: NDCG of the displayed slate ordered by the model, linear gain = true utility minus the
-  slate's lowest true utility, discount 1/log2(rank+1); 0 for a slate whose items all have equal utility.
-- **mrr**: mean reciprocal rank of the clicked item within the displayed slate.
-- **train samples/s**: training throughput over steady-state steps (the first epoch's warm-up steps
-  and the per-epoch validation excluded). **infer samples/s**: median over timed blocks of eval-mode
-  forward passes at the cell's batch size. **latency b1**: one forward pass at batch size 1.
-- **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
-  `--isolation none`); **CUDA peak**: `torch.cuda.max_memory_allocated` during training.
-"""
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (int, np.integer)):
-        return f"{value:,}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def accuracy_interval(p: float, n: int) -> float:
-    return Z95 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.nan
-
-
-def paired_difference(hits_a: np.ndarray, hits_b: np.ndarray) -> tuple[float, float]:
-    """Mean of per-slate differences and its 95% half-width."""
-    diff = hits_a.astype(float) - hits_b.astype(float)
-    half = Z95 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
-    return float(diff.mean()), float(half)
+AXIS_COLUMNS = ["batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
+AXIS_LABELS = {
+    "batch_size": "batch size",
+    "slate_length": "slate length T",
+    "candidates": "candidates S",
+    "user_dim": "user feature dim",
+    "item_dim": "item feature dim",
+}
+# metric column -> (header, True if higher is better)
+AXIS_METRICS = {
+    "slate_acc": ("slate_acc", True),
+    "train_samples_per_s": ("train throughput (samples/s)", True),
+    "latency_b1_p50_ms": ("inference latency, batch 1, p50 (ms)", False),
+    "peak_memory_mib": ("{memory}", False),
+}
+SIGNIFICANCE = 0.05
 
 
 def _hits(record: dict[str, Any]) -> np.ndarray | None:
@@ -62,93 +37,407 @@ def _hits(record: dict[str, Any]) -> np.ndarray | None:
     return unpack_bits(packed, count) if packed and count else None
 
 
-def results_table(records: list[dict[str, Any]], baseline: str | None) -> pd.DataFrame:
-    """One row per record of one data key; failed cells show their status, not numbers."""
-    base = next((r for r in records if r["model"] == baseline and r["status"] == "ok"), None)
-    base_hits = _hits(base) if base else None
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: its axes, status, metrics and measurements as columns."""
     rows = []
     for r in records:
-        m, x = r.get("metrics", {}), r.get("measurements", {})
-        ok = r["status"] == "ok"
-        row: dict[str, Any] = {"model": r["model"], "status": r["status"]}
-        row["params"] = _fmt(x.get("parameters"))
-        if ok:
-            n = m["test_slates"]
-            acc = m["slate_acc"]
-            row["slate_acc (95% CI)"] = f"{acc:.3f} ± {accuracy_interval(acc, n):.3f}"
-            hits = _hits(r)
-            if base_hits is not None and hits is not None and r is not base:
-                delta, half = paired_difference(hits, base_hits)
-                mark = "*" if abs(delta) > half else ""
-                row[f"Δ slate_acc vs {baseline}"] = f"{delta:+.3f} ± {half:.3f}{mark}"
-            else:
-                row[f"Δ slate_acc vs {baseline}"] = "–"
-            for name in ("total_acc", "ndcg@1", "ndcg@3", "ndcg@5", "mrr"):
-                row[name] = _fmt(m.get(name))
-            row["train samples/s"] = _fmt(x.get("train_samples_per_s"))
-            row["infer samples/s"] = _fmt(x.get("infer_samples_per_s"))
-            row["latency b1 p50 (ms)"] = _fmt(x.get("latency_b1_p50_ms"))
-            row["latency b1 p99 (ms)"] = _fmt(x.get("latency_b1_p99_ms"))
-        if "cpu_peak_rss_mib" in x:
-            row["peak RSS (MiB)"] = _fmt(x["cpu_peak_rss_mib"], 0)
-        if "cuda_peak_allocated_train_mib" in x:
-            row["CUDA peak train (MiB)"] = _fmt(x["cuda_peak_allocated_train_mib"], 0)
-        row["wall (s)"] = _fmt(x.get("wall_seconds"), 1)
+        config, x = r["config"], r.get("measurements", {})
+        row: dict[str, Any] = {
+            "key": r["key"],
+            "model": r["model"],
+            "seed": config["seed"],
+            "status": r["status"],
+            "error": r.get("error"),
+            "device": config["device"],
+            # cells that differ only in model and seed share a point
+            "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
+            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS},
+            **r.get("metrics", {}),
+            **x,
+        }
+        row["peak_memory_mib"] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
+        row["_record"] = r
         rows.append(row)
-    return pd.DataFrame(rows).fillna("–")
+    return pd.DataFrame(rows)
 
 
-def _workload_line(record: dict[str, Any]) -> str:
+def metric_names(frame: pd.DataFrame) -> list[str]:
+    """Quality metrics present in the records, in a stable reading order."""
+    first = ["slate_acc", "total_acc"]
+    names = set()
+    for record in frame["_record"]:
+        names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float))
+    return [m for m in first if m in names] + sorted(names - set(first))
+
+
+def _fmt(value: Any, decimals: int | None = None) -> str:
+    """Fixed decimals when given (accuracies), else 3 significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if decimals is not None:
+        return f"{value:.{decimals}f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _with_interval(mean: float, half: float, decimals: int | None = None) -> str:
+    return _fmt(mean, decimals) if math.isnan(half) else f"{_fmt(mean, decimals)} ± {_fmt(half, decimals)}"
+
+
+def swept_axes(frame: pd.DataFrame) -> list[str]:
+    """Axes with several values; candidates is left out when it only follows the slate length."""
+    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
+    if "candidates" in axes and "slate_length" in axes:
+        if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
+            axes.remove("candidates")
+    return axes
+
+
+def _status_text(group: pd.DataFrame) -> str:
+    counts = group["status"].value_counts()
+    return ", ".join(f"{s}" if n == len(group) else f"{n}/{len(group)} {s}" for s, n in counts.items())
+
+
+def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | None]:
+    """Mean over the seeds' ok cells, its 95% half-width, and a status note for failures."""
+    ok = group[group["status"] == "ok"]
+    note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
+    if ok.empty or column not in ok or ok[column].isna().all():
+        return math.nan, math.nan, note or _status_text(group)
+    values = ok[column].dropna().tolist()
+    if len(values) == 1 and column == "slate_acc":
+        return values[0], binomial_interval(values[0], int(ok["test_slates"].iloc[0])), note
+    mean, half = mean_interval(values)
+    return mean, half, note
+
+
+def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
+    """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None."""
+    a = model[model["status"] == "ok"].set_index("seed")
+    b = base[base["status"] == "ok"].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds or column not in a or column not in b:
+        return None
+    if len(seeds) == 1 and column == "slate_acc":
+        hits_a, hits_b = _hits(a.loc[seeds[0], "_record"]), _hits(b.loc[seeds[0], "_record"])
+        if hits_a is None or hits_b is None or len(hits_a) != len(hits_b):
+            return None
+        return (*paired_slates(hits_a, hits_b), "McNemar")
+    if len(seeds) < 2:
+        return None
+    return (*paired_seeds(a.loc[seeds, column].tolist(), b.loc[seeds, column].tolist()), "paired t")
+
+
+def _memory_header(frame: pd.DataFrame) -> str:
+    return "CUDA peak allocated, training (MiB)" if (frame["device"] == "cuda").any() else "peak RSS (MiB)"
+
+
+def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Models as rows at one point, every metric as mean (± 95% CI over seeds)."""
+    base = frame[frame["model"] == baseline]
+    metrics = metric_names(frame)
+    memory = _memory_header(frame)
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
+        params = group["parameters"].dropna() if "parameters" in group else []
+        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        for metric in metrics:
+            mean, half, note = summarize(group, metric)
+            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
+        if delta:
+            diff, half, p, _ = delta
+            mark = "*" if p < SIGNIFICANCE else ""
+            row[f"Δ slate_acc vs {baseline}"] = f"{diff:+.3f} ± {half:.3f}{mark}"
+            row["p"] = f"{p:.2g}"
+        else:
+            row[f"Δ slate_acc vs {baseline}"] = "–"
+            row["p"] = "–"
+        for column, header in (
+            ("train_samples_per_s", "train (samples/s)"),
+            ("infer_samples_per_s", "inference (samples/s)"),
+            ("latency_b1_p50_ms", "latency b1 p50 (ms)"),
+            ("latency_b1_p99_ms", "latency b1 p99 (ms)"),
+            ("peak_memory_mib", memory),
+            ("wall_seconds", "wall (s)"),
+        ):
+            mean, _, _ = summarize(group, column)
+            row[header] = _fmt(mean)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
+    return {axis: frame[axis].min() for axis in axes}
+
+
+def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
+    label = f"{AXIS_LABELS[axis]} = {value}"
+    if axis == "slate_length":
+        candidates = frame.loc[frame[axis] == value, "candidates"].unique()
+        if len(candidates) == 1:
+            label += f" (S {candidates[0]})"
+    return label
+
+
+def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
+    """Models as rows, the axis's values as columns; best per column in bold."""
+    values = sorted(frame[axis].unique())
+    cells: dict[str, dict[Any, str]] = {}
+    means: dict[Any, dict[str, float]] = {v: {} for v in values}
+    for model, group in frame.groupby("model", sort=False):
+        cells[model] = {}
+        for value in values:
+            at = group[group[axis] == value]
+            if at.empty:
+                cells[model][value] = "–"
+                continue
+            mean, half, note = summarize(at, column)
+            if math.isnan(mean):
+                cells[model][value] = note or "–"
+                continue
+            text = _with_interval(mean, half, 3 if column == "slate_acc" else None)
+            if column == "slate_acc" and model != baseline:
+                base = frame[(frame["model"] == baseline) & (frame[axis] == value)]
+                delta = compare_with_baseline(at, base) if not base.empty else None
+                if delta and delta[2] < SIGNIFICANCE:
+                    text += " †"
+            if note:
+                text += f" ({note})"
+            cells[model][value] = text
+            means[value][model] = mean
+    for value in values:
+        if means[value]:
+            pick = max if higher_is_better else min
+            best = pick(means[value], key=means[value].get)
+            cells[best][value] = f"**{cells[best][value]}**"
+    table = pd.DataFrame.from_dict(cells, orient="index", columns=values)
+    table.index.name = "model"
+    table.columns = [_value_label(frame, axis, v) for v in values]
+    return table.reset_index()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both coordinates (higher is better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tuple[str, str]]:
+    """PNG plots next to the report; returns (title, file name) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return []
+    written = []
+    reference = reference_point(frame, axes)
+
+    def at_reference(data: pd.DataFrame, free: str) -> pd.DataFrame:
+        for axis in axes:
+            if axis != free:
+                data = data[data[axis] == reference[axis]]
+        return data
+
+    memory = _memory_header(frame)
+    line_plots = [
+        ("slate_length", "slate_acc", "slate accuracy", "accuracy_vs_slate_length.png", False),
+        ("batch_size", "train_samples_per_s", "training throughput (samples/s)", "throughput_vs_batch_size.png", True),
+        ("batch_size", "peak_memory_mib", memory, "memory_vs_batch_size.png", True),
+    ]
+    for axis, column, label, name, log in line_plots:
+        if axis not in axes:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        data = at_reference(ok, axis)
+        for model, group in data.groupby("model", sort=False):
+            stats_by_value = [(v, *mean_interval(g[column].dropna().tolist())) for v, g in group.groupby(axis)]
+            xs, ys, errs = zip(*stats_by_value, strict=True)
+            ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], marker="o", capsize=3, label=model)
+        if log:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+        ax.set_xlabel(AXIS_LABELS[axis])
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} vs {AXIS_LABELS[axis]}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / name, dpi=110)
+        plt.close(fig)
+        written.append((f"{label} vs {AXIS_LABELS[axis]}", name))
+
+    summary = (
+        ok.groupby(["model", "point"], sort=False)
+        .agg(acc=("slate_acc", "mean"), speed=("infer_samples_per_s", "mean"))
+        .reset_index()
+        .dropna()
+    )
+    if not summary.empty:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for model, group in summary.groupby("model", sort=False):
+            ax.scatter(group["speed"], group["acc"], label=model, alpha=0.8)
+        points = list(zip(summary["speed"], summary["acc"], strict=True))
+        front = pareto_front(points)
+        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax.scatter(
+            [points[i][0] for i in front], [points[i][1] for i in front], s=80, facecolors="none", edgecolors="k"
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("inference throughput at the cell's batch size (samples/s)")
+        ax.set_ylabel("slate accuracy")
+        ax.set_title("accuracy vs inference throughput (each point: one model at one shape)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / "accuracy_vs_throughput.png", dpi=110)
+        plt.close(fig)
+        written.append(("accuracy vs inference throughput, Pareto front dashed", "accuracy_vs_throughput.png"))
+    return written
+
+
+def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = None) -> str:
     c = record["config"]
-    w, t = c["workload"], c["train"]
+    w, t = dict(c["workload"]), c["train"]
+    w.update(axes_fixed or {})
     return (
-        f"seed {c['seed']}, device {c['device']}, {c['precision']}; batch {w['batch_size']} x "
-        f"{w['batches']} batches x {t['epochs']} epochs; {w['candidates']} candidates, slate "
-        f"{w['slate_length']}; user dim {w['user_dim']}, item dim {w['item_dim']}; "
-        f"test {w['test_slates']} slates; loss {t['loss']}, lr {t['lr']}"
+        f"batch {w['batch_size']} x {w['batches']} batches x {t['epochs']} epochs; {w['candidates']} candidates, "
+        f"slate {w['slate_length']}; user dim {w['user_dim']}, item dim {w['item_dim']}; test {w['test_slates']} "
+        f"slates; loss {t['loss']}, lr {t['lr']}; device {c['device']}, {c['precision']}"
     )
 
 
-def render(records: list[dict[str, Any]], title: str, baseline: str = "mlp") -> str:
+HOW_TO_READ = """\
+## How to read this
+
+- **slate_acc**: share of test slates whose highest-scored *displayed* item is the clicked one (the founding
+  blog's metric). **total_acc**: the highest-scored item over the *whole candidate list* is the clicked one
+  (undisplayed candidates are never clicked, so it is capped well below 1). **ndcg@k**: NDCG of the displayed
+  slate in the model's order, linear gain = true utility minus the slate's lowest true utility, discount
+  1/log2(rank+1), 0 for a slate with no gain to earn. **mrr**: mean reciprocal rank of the clicked item.
+- **Intervals** are 95%. With one seed, slate_acc's interval is the normal-approximation binomial interval over
+  test slates; with several seeds, every metric is the mean over seeds ± the Student-t interval of that mean.
+- **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. One seed:
+  per-slate paired difference on the same test slates (interval mean ± 1.96·sd/√n) with McNemar's exact test.
+  Several seeds: the per-seed differences, Student-t interval and a paired t-test. `*` (overview) and `†` (axis
+  tables) mark p < {alpha}. **Bold** marks the best model in each column.
+- **train**: training samples/s over steady-state steps (the first epoch's warm-up steps and per-epoch validation
+  excluded). **inference**: median samples/s of eval-mode forward passes at the cell's batch size.
+  **latency b1**: one eval-mode forward pass at batch size 1 (an online request), percentiles over requests.
+- **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
+  `--isolation none`, in which case it is the whole run's). **CUDA peak allocated**:
+  `torch.cuda.max_memory_allocated` during training.
+- Cells that failed show their status (`failed`, `oom`, `timeout`, `diverged`) instead of numbers.
+"""
+
+
+def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list[tuple[str, str]]) -> str:
     lines = [f"# rerank-bench report: {title}", ""]
     if not records:
-        return "\n".join(lines + ["No records yet.", ""])
-    first = records[-1]
-    env = first.get("environment", {})
-    command = first.get("run", {}).get("command")
+        return "\n".join([*lines, "No records yet.", ""])
+    frame = records_frame(records)
+    last = records[-1]
+    env = last.get("environment") or next((r["environment"] for r in records if r.get("environment")), {})
+    command = last.get("run", {}).get("command")
     if command:
         lines += [f"Command: `{command}`", ""]
     if env:
         lines += [
-            f"Machine: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} threads, "
+            f"Machine: {env.get('device_name')} ({env.get('device')}), {env.get('threads')} torch threads, "
             f"torch {env.get('torch')}, python {env.get('python')}, git {env.get('git_revision')}",
             "",
         ]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(r["data_key"], []).append(r)
-    for group in groups.values():
-        lines += [f"## Workload: {_workload_line(group[0])}", ""]
-        model_kwargs = {r["model"]: r["config"]["model_kwargs"] for r in group}
-        table = results_table(group, baseline)
-        lines += [table.to_markdown(index=False), ""]
-        lines += [
-            "Model options: " + "; ".join(f"{name} {kw or 'defaults'}" for name, kw in model_kwargs.items()),
-            "",
+    axes = swept_axes(frame)
+    seeds = sorted(frame["seed"].unique())
+    statuses = frame["status"].value_counts().to_dict()
+    lines += [
+        f"{len(frame)} cells: {frame['model'].nunique()} models x {len(seeds)} seed(s)"
+        + (f" x sweep over {', '.join(AXIS_LABELS[a] for a in axes)}" if axes else "")
+        + f"; status {', '.join(f'{n} {s}' for s, n in statuses.items())}.",
+        "",
+    ]
+    reference = reference_point(frame, axes)
+    at_reference = frame
+    for axis in axes:
+        at_reference = at_reference[at_reference[axis] == reference[axis]]
+    if at_reference["point"].nunique() == 1:
+        lines += [f"## Overview: {_describe_point(at_reference['_record'].iloc[0])}", ""]
+        if axes:
+            lines += ["(the sweep's reference point: every swept axis at its smallest value)", ""]
+        lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
+        options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
+        lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
+    memory = _memory_header(frame)
+    for axis in axes:
+        fixed = {a: reference[a] for a in axes if a != axis}
+        data = frame
+        for other, value in fixed.items():
+            data = data[data[other] == value]
+        fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
+        lines += [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
+        for column, (header, higher) in AXIS_METRICS.items():
+            if column not in data or data[column].isna().all() and (data["status"] == "ok").any():
+                continue
+            lines += [f"### {header.format(memory=memory)}", ""]
+            lines += [axis_table(data, axis, column, baseline, higher).to_markdown(index=False), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for caption, name in plots:
+            lines += [f"![{caption}]({name})", ""]
+    if axes or len(seeds) > 1:
+        lines += ["## Every cell", ""]
+        columns = [
+            "model",
+            "seed",
+            *AXIS_COLUMNS,
+            "status",
+            "slate_acc",
+            "train_samples_per_s",
+            "latency_b1_p50_ms",
+            "peak_memory_mib",
+            "wall_seconds",
         ]
-        for r in group:
-            if r["status"] != "ok":
-                lines += [f"- `{r['model']}` {r['status']}: {r.get('error')}"]
+        table = frame[[c for c in columns if c in frame]].copy()
+        for c in ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", "peak_memory_mib", "wall_seconds"):
+            if c in table:
+                shown = (table["status"] == "ok") | (c == "wall_seconds")
+                table[c] = [_fmt(v) if keep else "–" for v, keep in zip(table[c], shown, strict=True)]
+        lines += [table.to_markdown(index=False), ""]
+    failures = frame[frame["status"] != "ok"]
+    if not failures.empty:
+        lines += ["## Cells that did not finish", ""]
+        for _, row in failures.iterrows():
+            error = str(row["error"] or "").strip().splitlines()
+            lines.append(
+                f"- `{row['model']}` seed {row['seed']} ({row['key']}): **{row['status']}** "
+                f"{error[-1] if error else ''}"
+            )
         lines.append("")
-    lines.append(DEFINITIONS.format(baseline=baseline))
+    lines.append(HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE))
     return "\n".join(lines)
 
 
+def latest_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
+    path = run_dir / RECORDS_FILE
+    records = load_records(path) if path.exists() else []
+    return list({r["key"]: r for r in records}.values())
+
+
 def write_report(run_dir: Path, baseline: str = "mlp") -> Path:
-    records_path = run_dir / RECORDS_FILE
-    records = load_records(records_path) if records_path.exists() else []
-    # A cell recorded twice (a forced re-run) shows its latest result.
-    latest = {r["key"]: r for r in records}
+    records = latest_records(run_dir)
+    plots = []
+    if records:
+        frame = records_frame(records)
+        plots = write_plots(frame, swept_axes(frame), run_dir)
     path = run_dir / REPORT_FILE
-    path.write_text(render(list(latest.values()), run_dir.name, baseline), encoding="utf-8")
+    path.write_text(render(records, run_dir.name, baseline, plots), encoding="utf-8")
     return path

@@ -1,4 +1,8 @@
-"""Runs cells one after another, each in its own process by default, appending records."""
+"""Runs cells one after another, each in its own process by default, appending records.
+
+A finished cell's record is appended (and fsynced) before the next cell starts, so a
+killed run loses at most the cell in flight, and re-running skips what is recorded.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +25,31 @@ ISOLATIONS = ("process", "none")
 EpochCallback = Callable[[int, float, float], None]
 
 
-def _run_in_subprocess(cell: CellConfig, on_epoch: EpochCallback) -> dict[str, Any]:
+def _run_in_subprocess(cell: CellConfig, on_epoch: EpochCallback, timeout: float | None) -> dict[str, Any]:
     with tempfile.TemporaryFile(mode="w+") as stderr:
+        # Its own session: a Ctrl-C reaches only the driver, which then stops the worker.
         worker = subprocess.Popen(
             [sys.executable, "-m", "bench.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            start_new_session=True,
         )
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            worker.kill()
+
+        watchdog = threading.Timer(timeout, expire) if timeout else None
+        record = None
         try:
+            if watchdog:
+                watchdog.start()
             assert worker.stdin is not None and worker.stdout is not None
             worker.stdin.write(json.dumps(cell.to_dict()))
             worker.stdin.close()
-            record = None
             for line in worker.stdout:
                 try:
                     message = json.loads(line)
@@ -43,11 +61,15 @@ def _run_in_subprocess(cell: CellConfig, on_epoch: EpochCallback) -> dict[str, A
                     record = message["record"]
             code = worker.wait()
         finally:
+            if watchdog:
+                watchdog.cancel()
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
         if record is not None:
             return record
+        if timed_out.is_set():
+            return new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s")
         stderr.seek(0)
         tail = stderr.read()[-2000:].strip()
         cause = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
@@ -55,26 +77,43 @@ def _run_in_subprocess(cell: CellConfig, on_epoch: EpochCallback) -> dict[str, A
         return new_record(cell, status, f"worker {cause}: {tail}")
 
 
+@dataclass
+class RunSummary:
+    ran: int = 0
+    skipped: int = 0
+    statuses: Counter = field(default_factory=Counter)
+
+
+def pending_cells(cells: list[CellConfig], run_dir: Path, force: bool = False) -> list[CellConfig]:
+    """Cells without a record in ``run_dir`` (all of them with ``force``)."""
+    path = run_dir / RECORDS_FILE
+    done = {r["key"] for r in load_records(path)} if path.exists() and not force else set()
+    return [c for c in cells if c.key() not in done]
+
+
 def run_cells(
     cells: list[CellConfig],
     run_dir: Path,
     isolation: str = "process",
+    timeout: float | None = None,
+    force: bool = False,
     on_start: Callable[[CellConfig], None] = lambda cell: None,
     on_epoch: EpochCallback = lambda epoch, loss, acc: None,
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
     extra: dict[str, Any] | None = None,
-) -> tuple[int, int]:
-    """Run every cell not already recorded in ``run_dir``; returns (ran, skipped)."""
-    path = run_dir / RECORDS_FILE
-    done = {r["key"] for r in load_records(path)} if path.exists() else set()
-    todo = [c for c in cells if c.key() not in done]
+) -> RunSummary:
+    """Run every cell not already recorded in ``run_dir``, appending one record per cell."""
+    todo = pending_cells(cells, run_dir, force)
+    summary = RunSummary(skipped=len(cells) - len(todo))
     for cell in todo:
         on_start(cell)
         if isolation == "process":
-            record = _run_in_subprocess(cell, on_epoch)
+            record = _run_in_subprocess(cell, on_epoch, timeout)
         else:
             record = run_cell(cell, on_epoch)
         record.update(extra or {})
-        append_record(path, record)
+        append_record(run_dir / RECORDS_FILE, record)
+        summary.ran += 1
+        summary.statuses[record["status"]] += 1
         on_done(record)
-    return len(todo), len(cells) - len(todo)
+    return summary

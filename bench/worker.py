@@ -18,7 +18,24 @@ def _emit(message: dict) -> None:
     sys.stdout.flush()
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this worker if the driver dies (e.g. kill -9)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import os
+        import signal
+
+        parent = os.getppid()
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent:  # the driver died before prctl took effect
+            os._exit(1)
+
+
 def main() -> None:
+    _die_with_parent()
     cell = CellConfig.from_dict(json.loads(sys.stdin.read()))
     record = run_cell(
         cell,

@@ -2,7 +2,9 @@
 
 Third-party packages register models by exposing, in the entry-point group
 ``rerank_bench.rerankers``, either a module (importing it runs its ``@register``
-decorators) or a callable that takes no arguments and registers its models.
+decorators) or a callable that takes no arguments and registers its models. Modules
+listed in the environment variable ``RERANK_BENCH_PLUGINS`` are imported too, so
+models under development need no packaging (cell worker processes inherit it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import difflib
 import fnmatch
 import importlib.metadata
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from torch import nn
 
 ENTRY_POINT_GROUP = "rerank_bench.rerankers"
+PLUGINS_ENV = "RERANK_BENCH_PLUGINS"
 
 
 class UnknownModelError(KeyError):
@@ -75,7 +79,8 @@ def unregister(name: str) -> None:
 
 
 def load_plugins() -> None:
-    """Import every entry point of the plugin group once."""
+    """Import every entry point of the plugin group, and the modules named in
+    ``RERANK_BENCH_PLUGINS`` (comma-separated; for models not packaged yet), once."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -84,6 +89,8 @@ def load_plugins() -> None:
         loaded = entry_point.load()
         if callable(loaded) and not isinstance(loaded, type):
             loaded()
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
 
 
 def model_names() -> list[str]:

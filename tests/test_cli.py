@@ -30,7 +30,8 @@ def test_smoke_run_writes_records_and_report(smoke_run):
     assert len({r["data_key"] for r in records}) == 1  # both models saw the same data
     report = (run_dir / "report.md").read_text()
     assert "| transformer" in report and "| mlp" in report
-    assert "slate_acc (95% CI)" in report and "train samples/s" in report and "peak RSS (MiB)" in report
+    assert "| slate_acc" in report and "Δ slate_acc vs mlp" in report
+    assert "train (samples/s)" in report and "peak RSS (MiB)" in report
 
 
 def test_report_rebuilds_from_records_alone(smoke_run):
@@ -96,7 +97,14 @@ def test_list_shows_models_with_parameter_counts():
         (["--models", "transfomer"], "did you mean 'transformer'"),
         (["--batch-size", "0"], "batch-size must be positive"),
         (["--epochs", "-1"], "epochs must be positive"),
-        (["--slate-length", "12"], "longer than the candidate list"),
+        (["--slate-length", "12", "--candidates", "10"], "longer than the candidate list"),
+        (["--batch-size", "32,x"], "batch-size expects int values"),
+        (["--candidate-ratio", "0.5"], "candidate-ratio must be at least 1"),
+        (["--seeds", "0"], "seeds must be a positive count"),
+        (["--timeout", "-1"], "timeout must be positive"),
+        (["--isolation", "docker"], "unknown isolation 'docker'"),
+        (["--baseline", "nope"], "unknown model 'nope'"),
+        (["--sweep", "/nonexistent.toml"], "does not exist"),
         (["--profile", "huge"], "unknown profile 'huge'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--model-arg", "nonsense"], "KEY=VALUE"),
