@@ -11,8 +11,11 @@ from typing import Any
 import torch
 
 from bench import measure
+from bench.accel import prepare, set_matmul_precision
 from bench.config import CellConfig
-from bench.data import generate
+from bench.data import SlateData, generate
+from bench.flops import count_flops, peak_flops
+from bench.losses import LOSSES
 from bench.metrics import ndcg_at_k, reciprocal_rank, slate_hits, total_hits, utility_gains
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
 from bench.train import Diverged, score_split, train
@@ -36,6 +39,31 @@ def evaluate(scores: torch.Tensor, data) -> tuple[dict[str, float], torch.Tensor
     for k in NDCG_KS:
         metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k).mean().item()
     return metrics, hits
+
+
+def flop_measurements(
+    model: torch.nn.Module, batch: SlateData, cell: CellConfig, record: dict[str, Any], trainable: bool
+) -> dict[str, Any]:
+    """FLOPs per sample, achieved FLOP/s and MFU; counted after training so the count's dropout
+    draws cannot change the results."""
+
+    def kl_of(scores: torch.Tensor) -> torch.Tensor:
+        return LOSSES[cell.train.loss](scores.gather(1, batch.slate), batch.clicks)
+
+    train_flops, infer_flops = count_flops(model, batch.inputs, kl_of if trainable else None)
+    n = len(batch)
+    x = record["measurements"]
+    peak, source = peak_flops(torch.device(cell.device), cell.precision, record["environment"]["device_name"])
+    out: dict[str, Any] = {"infer_flops_per_sample": infer_flops / n, "peak_flops_per_s": peak, "peak_source": source}
+    out["infer_flops_per_s"] = out["infer_flops_per_sample"] * x["infer_samples_per_s"]
+    if trainable:
+        out["train_flops_per_sample"] = train_flops / n
+        out["train_flops_per_s"] = out["train_flops_per_sample"] * x["train_samples_per_s"]
+    if peak:
+        out["infer_mfu"] = out["infer_flops_per_s"] / peak
+        if trainable:
+            out["train_mfu"] = out["train_flops_per_s"] / peak
+    return out
 
 
 def _status_of(error: BaseException) -> str:
@@ -73,7 +101,8 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     if cell.threads:
         torch.set_num_threads(cell.threads)
     record = new_record(cell)
-    record["environment"] = environment(device)
+    set_matmul_precision(cell.precision)
+    record["environment"] = environment(device, cell.precision, cell.compile)
     try:
         torch.manual_seed(cell.seed)
         workload = generate(cell.workload, cell.seed, device)
@@ -83,11 +112,12 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             item_dim=cell.workload.item_dim,
             **cell.model_kwargs,
         ).to(device)
+        runnable = prepare(model, cell.precision, cell.compile)
         record["measurements"]["parameters"] = measure.parameter_count(model)
         measure.reset_peak_memory(device)
         trainable = any(p.requires_grad for p in model.parameters())
         if trainable:
-            result = train(model, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
+            result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
             record["history"] = {
                 "train_loss": result.train_loss,
                 "valid_slate_acc": result.valid_slate_acc,
@@ -98,15 +128,17 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
                 train_warmup_seconds=result.warmup_seconds,
             )
         record["measurements"].update(measure.peak_memory_mib(device, "train"))
-        scores = score_split(model, workload.test, cell.workload.batch_size)
+        scores = score_split(runnable, workload.test, cell.workload.batch_size)
         metrics, hits = evaluate(scores, workload.test)
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         measure.reset_peak_memory(device)
         serving_batch = workload.test[: cell.workload.batch_size].inputs
-        record["measurements"]["infer_samples_per_s"] = measure.inference_throughput(model, serving_batch, cell.measure)
-        record["measurements"].update(measure.single_request_latency_ms(model, workload.test.inputs, cell.measure))
-        record["measurements"].update(measure.peak_memory_mib(device, "infer"))
+        x = record["measurements"]
+        x["infer_samples_per_s"] = measure.inference_throughput(runnable, serving_batch, cell.measure)
+        x.update(measure.single_request_latency_ms(runnable, workload.test.inputs, cell.measure))
+        x.update(measure.peak_memory_mib(device, "infer"))
+        x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
     except Exception as error:  # a failed cell is a result, not a crash of the run
         record["status"] = _status_of(error)
         record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()

@@ -71,6 +71,10 @@ def run(
     d_model: int | None = typer.Option(None, help="Model width, for every model that has one."),
     model_arg: list[str] | None = typer.Option(None, help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (0: torch's default)."),
+    precision: str | None = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 (autocast)  [fp32]"),
+    compile_model: bool | None = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile each cell's model (compile time is warm-up)."
+    ),
     isolation: str | None = typer.Option(None, help="process: each cell in its own process | none  [process]"),
     timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation)."),
     force: bool = typer.Option(False, help="Re-run cells that are already recorded."),
@@ -100,6 +104,8 @@ def run(
         "d_model": d_model,
         "model_arg": model_arg or None,
         "threads": threads,
+        "precision": precision,
+        "compile": compile_model,
         "isolation": isolation,
         "timeout": timeout,
         "baseline": baseline,

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -58,6 +58,7 @@ class CellConfig:
     device: str = "cpu"
     threads: int = 0  # 0: leave torch's default
     precision: str = "fp32"
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,8 +75,20 @@ class CellConfig:
         return cls(**values)
 
     def key(self) -> str:
-        """Stable identity of the cell: a hash of its full config."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable identity of the cell: a hash of its full config.
+
+        Fields added after the first release are left out while they hold the value that
+        reproduces the earlier behaviour, so earlier records keep their keys (resume, compare).
+        """
+        config = self.to_dict()
+        for path, neutral in NEUTRAL_FIELDS.items():
+            *parents, name = path
+            holder = config
+            for parent in parents:
+                holder = holder[parent]
+            if holder.get(name) == neutral:
+                del holder[name]
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def data_key(self) -> str:
@@ -85,6 +98,12 @@ class CellConfig:
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# (path in to_dict(), value that means "as before the field existed")
+NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
+    ("compile",): False,
+}
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -131,6 +150,8 @@ def validate(cell: CellConfig) -> None:
         raise ConfigError("item-dim must be at least 2 (the last feature is the sum of the others)")
     if cell.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
+    if cell.precision == "tf32" and cell.device != "cuda":
+        raise ConfigError("precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
     if cell.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cell.threads}")
     for name, value in cell.model_kwargs.items():

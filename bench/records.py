@@ -56,7 +56,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, precision: str = "fp32", compiled: bool = False) -> dict[str, Any]:
     env: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -69,8 +69,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "amp": False,
-        "compile": False,
+        "precision": precision,
+        "amp": "bf16" if precision == "bf16" else None,
+        "compile": compiled,
         "git_revision": git_revision(),
         # Other work on the machine distorts timings (CPU threads contend); recorded so it shows.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

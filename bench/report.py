@@ -161,10 +161,12 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
             ("latency_b1_p50_ms", "latency b1 p50 (ms)"),
             ("latency_b1_p99_ms", "latency b1 p99 (ms)"),
             ("peak_memory_mib", memory),
+            ("train_flops_per_sample", "train FLOPs/sample"),
+            ("train_mfu", "train MFU (%)"),
             ("wall_seconds", "wall (s)"),
         ):
             mean, _, _ = summarize(group, column)
-            row[header] = _fmt(mean)
+            row[header] = _fmt(mean * 100 if column == "train_mfu" else mean)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -335,6 +337,9 @@ HOW_TO_READ = """\
 - **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
   `--isolation none`, in which case it is the whole run's). **CUDA peak allocated**:
   `torch.cuda.max_memory_allocated` during training.
+- **FLOPs/sample**: matmul FLOPs of one training step (forward + backward) per sample, counted by
+  `torch.utils.flop_counter.FlopCounterMode`. **MFU**: achieved training FLOP/s over the device's peak for the
+  cell's precision (data-sheet dense peak on GPUs; on CPUs a cached matmul probe).
 - Cells that failed show their status (`failed`, `oom`, `timeout`, `diverged`) instead of numbers.
 """
 

@@ -38,6 +38,8 @@ SCALARS: dict[str, type] = {
     "d_model": int,
     "threads": int,
     "device": str,
+    "precision": str,
+    "compile": bool,
     "isolation": str,
     "timeout": float,
     "baseline": str,
@@ -99,6 +101,8 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
         test_slates=settings.get("test_slates"),
         threads=settings.get("threads"),
         device=settings.get("device"),
+        precision=settings.get("precision"),
+        compile=settings.get("compile"),
     )
     models = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
     seeds = settings.get("seeds", 1)

@@ -1,0 +1,118 @@
+"""FLOPs per sample (counted, and analytic for the founding models) and model FLOP utilisation.
+
+Counting uses ``torch.utils.flop_counter.FlopCounterMode`` with the model in train mode:
+the fused inference kernels of ``nn.TransformerEncoder`` are not counted by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from rerankers import SlateBatch
+
+# Dense peak FLOP/s from the vendors' data sheets (no sparsity).
+DEVICE_PEAKS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12},
+    "H100 PCIe": {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12},
+    "H200": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12},
+    "A100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12},
+}
+CACHE_ENV = "RERANK_BENCH_CACHE"
+
+
+def count_flops(model: nn.Module, batch: SlateBatch, loss_of_scores=None) -> tuple[int, int]:
+    """(training step FLOPs, inference forward FLOPs) for ``batch``, both in train mode."""
+    was_training = model.training
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        scores = model(batch)
+        loss = loss_of_scores(scores) if loss_of_scores else scores.masked_fill(~batch.mask, 0).sum()
+        loss.backward()
+    train_flops = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(batch)
+    model.train(was_training)
+    return train_flops, counter.get_total_flops()
+
+
+def analytic_forward_flops(model: str, options: dict[str, Any], length: int, user_dim: int, item_dim: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one list's forward pass, for the founding models."""
+    d = options.get("d_model", 512)
+    inputs = user_dim + item_dim
+    if model == "mlp":
+        return 2 * length * (inputs * d + 2 * d * d + d)
+    if model == "transformer":
+        ff = options.get("dim_feedforward", 512)
+        layers = options.get("num_layers", 2)
+        per_layer = 2 * length * (3 * d * d + d * d + 2 * d * ff) + 2 * 2 * length * length * d
+        return 2 * length * inputs * d + layers * per_layer + 2 * length * d
+    raise KeyError(f"no analytic FLOP count for {model!r}")
+
+
+def _cache_path() -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rerank-bench")
+    return root / "peak_flops.json"
+
+
+def cpu_peak_flops(precision: str, cpu_name: str) -> float:
+    """Best matmul FLOP/s of this CPU at the current thread count, measured once and cached."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    key = f"{cpu_name}|threads={torch.get_num_threads()}|{dtype}"
+    path = _cache_path()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return float(cache[key])
+    n = 1024
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    peak = 2 * n**3 / best
+    cache[key] = peak
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home only costs a re-measurement
+    return peak
+
+
+def _data_sheet_label(device_name: str) -> str | None:
+    name = device_name.upper()
+    if "H200" in name:
+        return "H200"
+    if "H100" in name:
+        return "H100 PCIe" if "PCIE" in name else "H100 SXM"
+    if "A100" in name:
+        return "A100"
+    return None
+
+
+def peak_flops(device: torch.device, precision: str, device_name: str) -> tuple[float | None, str]:
+    """The device's peak FLOP/s for ``precision`` and where the figure comes from."""
+    if device.type == "cpu":
+        return cpu_peak_flops(precision, device_name), "CPU matmul probe (1024x1024, best of 10, cached)"
+    label = _data_sheet_label(device_name)
+    if label is None:
+        return None, f"no peak known for {device_name}"
+    return DEVICE_PEAKS[label][precision], f"data sheet: {label} {precision} dense"
