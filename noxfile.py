@@ -34,3 +34,13 @@ def lint(session: nox.Session) -> None:
 def smoke(session: nox.Session) -> None:
     install(session)
     session.run("bench", "run", "--models", "all", "--profile", "smoke", "--out", session.create_tmp())
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """The speed suite (pytest-benchmark); writes results/reference/benchmarks.{json,md}."""
+    install(session)
+    out = "results/reference/benchmarks.json"
+    session.run("python", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", f"--benchmark-json={out}")
+    with open("results/reference/benchmarks.md", "w") as handle:
+        session.run("python", "benchmarks/summarize.py", out, stdout=handle)

@@ -67,7 +67,10 @@ class HiddenValueModel:
 
     def utility(self, user: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """[N, S] true utility of every candidate."""
-        summary = torch.cat((user, candidates.mean(dim=1), candidates.std(dim=1), candidates.amax(dim=1)), dim=1)
+        mean = candidates.mean(dim=1)
+        # torch's std over a short middle dimension is slow; the two-pass formula is exact and fast.
+        std = ((candidates - mean.unsqueeze(1)).square().sum(dim=1) / (candidates.shape[1] - 1)).sqrt()
+        summary = torch.cat((user, mean, std, candidates.amax(dim=1)), dim=1)
         coefficients = summary @ self.weight.T + self.bias  # [N, F]
         return torch.einsum("nsf,nf->ns", candidates, coefficients)
 

@@ -56,6 +56,24 @@ def score_split(model: nn.Module, data: SlateData, batch_size: int) -> torch.Ten
     return scores
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The founding optimiser (Adam, amsgrad); one fused kernel on CUDA, multi-tensor on CPU."""
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, amsgrad=config.amsgrad, fused=fused, foreach=None if fused else True
+    )
+
+
+def train_step(model: nn.Module, batch: SlateData, optimizer: torch.optim.Optimizer, loss_fn) -> torch.Tensor:
+    """One optimisation step on the displayed slates' scores; returns the loss, still on the device."""
+    _, scores = slate_scores(model, batch)
+    loss = loss_fn(scores, batch.clicks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train(
     model: nn.Module,
     train_data: SlateData,
@@ -66,7 +84,7 @@ def train(
 ) -> TrainResult:
     device = next(model.parameters()).device
     loss_fn = LOSSES[config.loss]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=config.amsgrad, foreach=True)
+    optimizer = make_optimizer(model, config)
     result = TrainResult()
     batches = list(train_data.batches(batch_size))
     warmup = min(config.warmup_steps, len(batches) - 1)
@@ -80,12 +98,7 @@ def train(
                 synchronize(device)
                 steady_start = time.perf_counter()
                 result.warmup_seconds = steady_start - start
-            _, scores = slate_scores(model, batch)
-            loss = loss_fn(scores, batch.clicks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss_sum += train_step(model, batch, optimizer, loss_fn)
         epoch_loss = (loss_sum / len(batches)).item()  # the one host sync of the epoch
         result.steady_seconds += time.perf_counter() - steady_start
         result.steady_samples += sum(len(b) for i, b in enumerate(batches) if epoch > 0 or i >= warmup)

@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import founding  # noqa: E402
-
 from bench.cell import run_cell  # noqa: E402
 from bench.config import CellConfig, TrainConfig, WorkloadConfig  # noqa: E402
 from bench.data import generate  # noqa: E402

@@ -1,0 +1,74 @@
+"""Turn the speed suite's pytest-benchmark JSON into results/reference/benchmarks.md (ratios vs targets).
+
+python benchmarks/summarize.py results/reference/benchmarks.json > results/reference/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# (group prefix, ours, theirs, what, target): ratio = theirs' median time / ours (higher is faster for us)
+PAIRS = [
+    (
+        "generator",
+        "test_generator_harness",
+        "test_generator_founding",
+        "generator rows/s vs the founding generator",
+        30.0,
+    ),
+    (
+        "training: transformer",
+        "test_training_harness_loop",
+        "test_training_bare_loop",
+        "harness training step vs a bare PyTorch loop",
+        0.95,
+    ),
+    (
+        "training: transformer",
+        "test_transformer_harness",
+        "test_transformer_founding",
+        "transformer training throughput vs the founding code",
+        1.0,
+    ),
+]
+
+
+def main(path: str) -> None:
+    data = json.loads(Path(path).read_text())
+    by_name = {b["name"]: b for b in data["benchmarks"]}
+    machine = data["machine_info"]
+    print("# Speed suite\n")
+    print(
+        f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor'))}, "
+        f"{machine.get('cpu', {}).get('count', '?')} logical cores, Python {machine.get('python_version')}; "
+        f"run at {data['datetime']}.\n"
+    )
+    print(
+        "Command: `nox -s benchmarks` (= `python -m pytest benchmarks --benchmark-json "
+        "results/reference/benchmarks.json` then this script).\n"
+    )
+    print("| comparison | ours (median) | theirs (median) | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    for _, ours, theirs, what, target in PAIRS:
+        a, b = by_name[ours]["stats"], by_name[theirs]["stats"]
+        ratio = b["median"] / a["median"]
+        print(
+            f"| {what} | {a['median'] * 1e3:.2f} ms | {b['median'] * 1e3:.2f} ms | {ratio:.2f}x | "
+            f">= {target:g}x | {'yes' if ratio >= target else 'NO'} |"
+        )
+    rows = by_name["test_generator_harness"]["extra_info"]["rows"]
+    for name in ("test_generator_harness", "test_generator_founding"):
+        print(f"\n{name}: {rows / by_name[name]['stats']['median']:,.0f} rows/s", end="")
+    print("\n\n## Forward latency at batch 1 (eval mode, inference_mode)\n")
+    print("| model | median (ms) | p-min (ms) | rounds |")
+    print("|---|---|---|---|")
+    for b in data["benchmarks"]:
+        if b["name"].startswith("test_forward_latency_batch_1"):
+            s = b["stats"]
+            print(f"| {b['param']} | {s['median'] * 1e3:.3f} | {s['min'] * 1e3:.3f} | {s['rounds']} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/reference/benchmarks.json")

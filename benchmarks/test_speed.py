@@ -1,0 +1,131 @@
+"""The speed suite (pytest-benchmark), not part of the default tests.
+
+    nox -s benchmarks          # or: python -m pytest benchmarks --benchmark-json=... && python benchmarks/summarize.py
+
+Each pair is measured side by side in one run; benchmarks/summarize.py turns the JSON into ratios.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import founding
+import rerankers
+from bench.config import PROFILES, TrainConfig, WorkloadConfig
+from bench.data import HiddenValueModel, generate, generate_split
+from bench.losses import kl_divergence
+from bench.train import make_optimizer, train_step
+
+# The blog's data shape; the default profile's model sizes and batch (CPU).
+BLOG = WorkloadConfig(batch_size=4096, batches=1, valid_slates=1, test_slates=1)
+DEFAULT = PROFILES["default"]
+BATCH = DEFAULT["workload"].batch_size
+OPTIONS = DEFAULT["model_kwargs"]
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def value_model():
+    return HiddenValueModel.create(BLOG.user_dim, BLOG.item_dim, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.benchmark(group="generator: 4096 rows, 10 candidates, slate 5")
+def test_generator_harness(benchmark, value_model):
+    benchmark.extra_info["rows"] = BLOG.batch_size
+    benchmark(generate_split, BLOG, value_model, BLOG.batch_size, 0, "train")
+
+
+@pytest.mark.benchmark(group="generator: 4096 rows, 10 candidates, slate 5")
+def test_generator_founding(benchmark):
+    np.random.seed(0)
+    generator = founding.FoundingGenerator(BLOG.user_dim, BLOG.item_dim, BLOG.candidates, BLOG.slate_length)
+    benchmark.extra_info["rows"] = BLOG.batch_size
+    benchmark(generator.batch, BLOG.batch_size)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    config = WorkloadConfig(batch_size=BATCH, batches=STEPS, valid_slates=1, test_slates=1)
+    return list(generate(config, seed=0).train.batches(BATCH))
+
+
+def _model(name: str = "transformer") -> nn.Module:
+    torch.manual_seed(0)
+    accepted = rerankers.get_spec(name).options()
+    return rerankers.build_model(name, user_dim=7, item_dim=10, **{k: v for k, v in OPTIONS.items() if k in accepted})
+
+
+@pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs bare loop")
+def test_training_harness_loop(benchmark, batches):
+    model = _model()
+    optimizer = make_optimizer(model, TrainConfig())
+    model.train()
+
+    def epoch():
+        loss_sum = torch.zeros(())
+        for batch in batches:
+            loss_sum += train_step(model, batch, optimizer, kl_divergence)
+        return loss_sum.item()
+
+    benchmark.extra_info["samples"] = STEPS * BATCH
+    benchmark.pedantic(epoch, rounds=7, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs bare loop")
+def test_training_bare_loop(benchmark, batches):
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    model.train()
+
+    def epoch():
+        for batch in batches:
+            scores = model(batch.inputs).gather(1, batch.slate)
+            loss = nn.functional.kl_div(torch.log_softmax(scores, 1), batch.clicks, reduction="batchmean")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    benchmark.extra_info["samples"] = STEPS * BATCH
+    benchmark.pedantic(epoch, rounds=7, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs founding code")
+def test_transformer_harness(benchmark, batches):
+    test_training_harness_loop(benchmark, batches)
+
+
+@pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs founding code")
+def test_transformer_founding(benchmark):
+    np.random.seed(0)
+    torch.manual_seed(0)
+    generator = founding.FoundingGenerator(7, 10, 10, 5)
+    data = [generator.batch(BATCH) for _ in range(STEPS)]
+    model = founding.founding_transformer(17, OPTIONS["d_model"], OPTIONS["dim_feedforward"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    kl = nn.KLDivLoss(reduction="batchmean")
+    model.train()
+
+    def epoch():
+        for batch in data:
+            loss = kl(torch.log_softmax(founding._scores(model, batch), dim=1), batch["clicks"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.detach().cpu().numpy()  # the founding loop reads every step's loss on the host
+        return None
+
+    benchmark.extra_info["samples"] = STEPS * BATCH
+    benchmark.pedantic(epoch, rounds=7, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="inference latency at batch 1 (default profile sizes)")
+@pytest.mark.parametrize("name", rerankers.model_names())
+def test_forward_latency_batch_1(benchmark, name):
+    model = _model(name).eval()
+    one = generate(WorkloadConfig(batch_size=1, batches=1, valid_slates=1, test_slates=1), seed=0).test.inputs
+    with torch.inference_mode():
+        benchmark(model, one)
