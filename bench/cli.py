@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from bench.config import DEVICES, CellConfig, ConfigError, profile
-from bench.runner import ISOLATIONS, run_cells
+from bench.runner import EXECUTORS, ISOLATIONS, run_cells
 
 app = typer.Typer(
     add_completion=False,
@@ -76,7 +76,13 @@ def run(
         None, "--compile/--no-compile", help="torch.compile each cell's model (compile time is warm-up)."
     ),
     isolation: str | None = typer.Option(None, help="process: each cell in its own process | none  [process]"),
-    timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation)."),
+    timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation or ray)."),
+    executor: str | None = typer.Option(None, help="local | ray  [local]"),
+    ray_address: str | None = typer.Option(
+        None, help="Address of a running Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a new local one."
+    ),
+    ray_cpus: int | None = typer.Option(None, help="CPUs of the local Ray cluster started when no address is given."),
+    retries: int | None = typer.Option(None, help="Ray: retries of a cell whose worker or node was lost [0]."),
     force: bool = typer.Option(False, help="Re-run cells that are already recorded."),
     dry_run: bool = typer.Option(False, help="List the cells and exit."),
     baseline: str | None = typer.Option(None, help="Model the report compares the others with [mlp]."),
@@ -108,6 +114,10 @@ def run(
         "compile": compile_model,
         "isolation": isolation,
         "timeout": timeout,
+        "executor": executor,
+        "ray_address": ray_address,
+        "ray_cpus": ray_cpus,
+        "retries": retries,
         "baseline": baseline,
     }
     try:
@@ -121,6 +131,21 @@ def run(
         if cell_timeout is not None and float(cell_timeout) <= 0:
             raise ConfigError(f"timeout must be positive, got {cell_timeout}")
         baseline_model = get_spec(str(settings.get("baseline", "mlp"))).name
+        executor_name = settings.get("executor", "local")
+        if executor_name not in EXECUTORS:
+            raise ConfigError(f"unknown executor {executor_name!r} (choose from {', '.join(EXECUTORS)})")
+        retry_count = int(settings.get("retries", 0))
+        if retry_count < 0:
+            raise ConfigError(f"retries must be >= 0, got {retry_count}")
+        ray_options = {
+            "address": settings.get("ray_address"),
+            "retries": retry_count,
+            "num_cpus": settings.get("ray_cpus"),
+        }
+        if executor_name == "ray":
+            from bench.ray_executor import require_ray
+
+            require_ray()
         cells = build_cells(settings)
     except (ConfigError, UnknownModelError) as error:
         fail(str(error))
@@ -132,7 +157,7 @@ def run(
     if dry_run:
         _print_dry_run(cells, run_dir, force)
         return
-    _execute(cells, run_dir, isolation_mode, cell_timeout, force, baseline_model)
+    _execute(cells, run_dir, isolation_mode, cell_timeout, force, baseline_model, executor_name, ray_options)
 
 
 def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
@@ -161,7 +186,14 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
 
 
 def _execute(
-    cells: list[CellConfig], run_dir: Path, isolation: str, timeout: float | None, force: bool, baseline: str
+    cells: list[CellConfig],
+    run_dir: Path,
+    isolation: str,
+    timeout: float | None,
+    force: bool,
+    baseline: str,
+    executor: str = "local",
+    ray_options: dict[str, Any] | None = None,
 ) -> None:
     from rich.console import Console
     from rich.progress import (
@@ -228,7 +260,9 @@ def _execute(
                 on_start,
                 on_epoch,
                 on_done,
-                extra={"run": {"id": run_dir.name, "command": command}},
+                extra={"run": {"id": run_dir.name, "command": command, "executor": executor}},
+                executor=executor,
+                ray_options=ray_options,
             )
         except KeyboardInterrupt:
             progress.stop()

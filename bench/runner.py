@@ -22,6 +22,7 @@ from bench.config import CellConfig
 from bench.records import RECORDS_FILE, append_record, load_records
 
 ISOLATIONS = ("process", "none")
+EXECUTORS = ("local", "ray")
 EpochCallback = Callable[[int, float, float], None]
 
 
@@ -101,19 +102,29 @@ def run_cells(
     on_epoch: EpochCallback = lambda epoch, loss, acc: None,
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
     extra: dict[str, Any] | None = None,
+    executor: str = "local",
+    ray_options: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Run every cell not already recorded in ``run_dir``, appending one record per cell."""
     todo = pending_cells(cells, run_dir, force)
     summary = RunSummary(skipped=len(cells) - len(todo))
-    for cell in todo:
-        on_start(cell)
-        if isolation == "process":
-            record = _run_in_subprocess(cell, on_epoch, timeout)
-        else:
-            record = run_cell(cell, on_epoch)
+
+    def finish(record: dict[str, Any]) -> None:
         record.update(extra or {})
         append_record(run_dir / RECORDS_FILE, record)
         summary.ran += 1
         summary.statuses[record["status"]] += 1
         on_done(record)
+
+    if executor == "ray":
+        from bench.ray_executor import run_on_ray
+
+        run_on_ray(todo, lambda cell, record: finish(record), timeout=timeout, **(ray_options or {}))
+        return summary
+    for cell in todo:
+        on_start(cell)
+        if isolation == "process":
+            finish(_run_in_subprocess(cell, on_epoch, timeout))
+        else:
+            finish(run_cell(cell, on_epoch))
     return summary

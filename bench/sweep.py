@@ -42,6 +42,10 @@ SCALARS: dict[str, type] = {
     "compile": bool,
     "isolation": str,
     "timeout": float,
+    "executor": str,
+    "ray_address": str,
+    "ray_cpus": int,
+    "retries": int,
     "baseline": str,
     "model_arg": list,
 }

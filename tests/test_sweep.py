@@ -115,48 +115,16 @@ def test_torn_line_is_terminated_before_the_next_append(tmp_path):
         assert [r["key"] for r in load_records(path)] == ["a", "c"]
 
 
-FAULTY_MODELS = """
-import time
-import torch
-from rerankers import mask_padding, register
-
-
-class _Base(torch.nn.Module):
-    def __init__(self, user_dim, item_dim):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(item_dim))
-
-
-@register("test-raises")
-class Raises(_Base):
-    def forward(self, batch):
-        raise RuntimeError("injected failure")
-
-
-@register("test-hangs")
-class Hangs(_Base):
-    def forward(self, batch):
-        time.sleep(600)
-
-
-@register("test-diverges")
-class Diverges(_Base):
-    def forward(self, batch):
-        return mask_padding(batch.items @ self.weight * float("nan"), batch.mask)
-"""
-
-
 @pytest.fixture
-def faulty_plugin(tmp_path, monkeypatch):
-    (tmp_path / "faulty_models.py").write_text(FAULTY_MODELS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+def faulty_plugin(monkeypatch):
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("RERANK_BENCH_PLUGINS", "faulty_models")
-    monkeypatch.syspath_prepend(str(tmp_path))
     from rerankers import registry
 
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     yield
-    for name in ("test-raises", "test-hangs", "test-diverges"):
+    for name in ("test-raises", "test-hangs", "test-diverges", "test-killed"):
         registry.unregister(name)
     sys.modules.pop("faulty_models", None)
 

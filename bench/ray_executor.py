@@ -1,0 +1,107 @@
+"""Runs cells as Ray tasks, each in a fresh worker process, streaming records back to the driver.
+
+The driver alone appends records, as each cell finishes, so resume works exactly as for local
+runs. Install with ``pip install "rerank-bench[ray]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.cell import new_record
+from bench.config import CellConfig, ConfigError
+
+OnDone = Callable[[CellConfig, dict[str, Any]], None]
+
+
+def require_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('--executor ray needs Ray, which is not installed: pip install "rerank-bench[ray]"') from None
+    return ray
+
+
+def _run_cell_task(cell_dict: dict[str, Any]) -> dict[str, Any]:
+    from bench.cell import run_cell
+
+    return run_cell(CellConfig.from_dict(cell_dict))
+
+
+def _error_status(error: BaseException, ray) -> str:
+    if isinstance(error, getattr(ray.exceptions, "OutOfMemoryError", ())):
+        return "oom"
+    return "failed"
+
+
+def run_on_ray(
+    cells: list[CellConfig],
+    on_done: OnDone,
+    address: str | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    num_cpus: int | None = None,
+) -> None:
+    """Run ``cells`` on a Ray cluster (a new local one when ``address`` is None)."""
+    ray = require_ray()
+    plugins = os.environ.get("RERANK_BENCH_PLUGINS")
+    env = {"RERANK_BENCH_PLUGINS": plugins} if plugins else {}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
+    try:
+        # max_calls=1: every cell gets a fresh worker process, so its peak RSS is its own and
+        # nothing leaks between cells; retries cover a worker or node lost mid-cell.
+        task = ray.remote(max_calls=1, max_retries=retries, retry_exceptions=False)(_run_cell_task)
+        queue = list(cells)
+        # Submit only as many cells as the cluster can run at once, so that a cell's clock
+        # (for --timeout) starts when it can actually start.
+        capacity = _capacity(ray, cells)
+        running: dict[Any, tuple[CellConfig, float]] = {}
+        while queue or running:
+            while queue and len(running) < capacity:
+                cell = queue.pop(0)
+                options: dict[str, Any] = {"num_cpus": max(cell.threads, 1)}
+                if cell.device == "cuda":
+                    options["num_gpus"] = 1
+                running[task.options(**options).remote(cell.to_dict())] = (cell, time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in ready:
+                cell, _ = running.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as error:  # lost worker or node after retries, OOM kill, cancellation
+                    lines = str(error).strip().splitlines()
+                    message = f"{type(error).__name__}: {lines[0] if lines else ''}"
+                    record = new_record(cell, _error_status(error, ray), message)
+                on_done(cell, record)
+            for ref, (cell, submitted) in list(running.items()):
+                if timeout and time.monotonic() - submitted > timeout:
+                    ray.cancel(ref, force=True)
+                    running.pop(ref)
+                    on_done(cell, new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s"))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _capacity(ray, cells: list[CellConfig]) -> int:
+    """How many of these cells the cluster can run at the same time."""
+    if not cells:
+        return 1
+    resources = ray.cluster_resources()
+    if any(c.device == "cuda" for c in cells):
+        gpus = int(resources.get("GPU", 0))
+        if gpus == 0:
+            raise ConfigError("the Ray cluster has no GPU for --device cuda")
+        return gpus
+    return max(1, int(resources.get("CPU", 1) // max(max(c.threads, 1) for c in cells)))
