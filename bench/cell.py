@@ -16,7 +16,7 @@ from bench.data import generate
 from bench.metrics import ndcg_at_k, reciprocal_rank, slate_hits, total_hits, utility_gains
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
 from bench.train import Diverged, score_split, train
-from rerankers import build_model
+from rerankers import build_model, get_spec
 
 NDCG_KS = (1, 3, 5)
 EpochCallback = Callable[[int, float, float], None]
@@ -77,16 +77,24 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     try:
         torch.manual_seed(cell.seed)
         workload = generate(cell.workload, cell.seed, device)
+        spec = get_spec(cell.model)
+        extra = {}
+        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+            value_model = getattr(workload, "value_model", None)
+            if value_model is None:
+                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
+            extra["utility_fn"] = value_model.score
         model = build_model(
             cell.model,
             user_dim=cell.workload.user_dim,
             item_dim=cell.workload.item_dim,
             **cell.model_kwargs,
+            **extra,
         ).to(device)
         record["measurements"]["parameters"] = measure.parameter_count(model)
         measure.reset_peak_memory(device)
-        trainable = any(p.requires_grad for p in model.parameters())
-        if trainable:
+        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
+        if spec.trainable and any(p.requires_grad for p in model.parameters()):
             result = train(model, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
             record["history"] = {
                 "train_loss": result.train_loss,

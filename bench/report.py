@@ -12,6 +12,12 @@ import pandas as pd
 from bench.records import RECORDS_FILE, load_records, unpack_bits
 
 REPORT_FILE = "report.md"
+# Models that train nothing and bound the others; the report names them when they ran.
+REFERENCE_MODELS = {
+    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
+    "random": "is the floor (a random order)",
+    "initial": "keeps the displayed (initial) order",
+}
 Z95 = 1.959963984540054
 
 DEFINITIONS = """\
@@ -136,6 +142,9 @@ def render(records: list[dict[str, Any]], title: str, baseline: str = "mlp") -> 
             "Model options: " + "; ".join(f"{name} {kw or 'defaults'}" for name, kw in model_kwargs.items()),
             "",
         ]
+        references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in model_kwargs]
+        if references:
+            lines += ["Reference rows: " + "; ".join(references) + ".", ""]
         for r in group:
             if r["status"] != "ok":
                 lines += [f"- `{r['model']}` {r['status']}: {r.get('error')}"]

@@ -1,6 +1,7 @@
 """Re-ranker architectures and their registry. Knows nothing about benchmarking."""
 
 # Importing the model modules registers the built-in models.
+from rerankers import baselines as _baselines  # noqa: F401
 from rerankers import deepsets as _deepsets  # noqa: F401
 from rerankers import dlcm as _dlcm  # noqa: F401
 from rerankers import founding as _founding  # noqa: F401
