@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,15 @@ def plugin_python(tmp_path_factory) -> Path:
     """A throw-away virtualenv that sees this environment's packages, with the example plugin installed."""
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("installing the example plugin offline needs setuptools in the test environment")
-    venv = tmp_path_factory.mktemp("plugin") / "venv"
+    root = tmp_path_factory.mktemp("plugin")
+    source = shutil.copytree(PLUGIN, root / "source")  # building writes next to the sources: not in the repo
+    venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv])
     python = venv / "bin" / "python"
     # This environment's pip installs into the virtualenv: no network, no build isolation.
     _run(
         [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps"]
-        + ["--no-build-isolation", "--no-index", PLUGIN]
+        + ["--no-build-isolation", "--no-index", source]
     )
     return python
 
