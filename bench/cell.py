@@ -19,7 +19,7 @@ from bench.losses import LOSSES
 from bench.metrics import ndcg_at_k, reciprocal_rank, slate_hits, total_hits, utility_gains
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
 from bench.train import Diverged, score_split, train
-from rerankers import build_model
+from rerankers import build_model, get_spec
 
 NDCG_KS = (1, 3, 5)
 EpochCallback = Callable[[int, float, float], None]
@@ -50,18 +50,18 @@ def flop_measurements(
     def kl_of(scores: torch.Tensor) -> torch.Tensor:
         return LOSSES[cell.train.loss](scores.gather(1, batch.slate), batch.clicks)
 
-    train_flops, infer_flops = count_flops(model, batch.inputs, kl_of if trainable else None)
+    train_flops, infer_flops = count_flops(model, batch.inputs, kl_of)
     n = len(batch)
     x = record["measurements"]
     peak, source = peak_flops(torch.device(cell.device), cell.precision, record["environment"]["device_name"])
     out: dict[str, Any] = {"infer_flops_per_sample": infer_flops / n, "peak_flops_per_s": peak, "peak_source": source}
     out["infer_flops_per_s"] = out["infer_flops_per_sample"] * x["infer_samples_per_s"]
-    if trainable:
+    if trainable and train_flops is not None:
         out["train_flops_per_sample"] = train_flops / n
         out["train_flops_per_s"] = out["train_flops_per_sample"] * x["train_samples_per_s"]
     if peak:
         out["infer_mfu"] = out["infer_flops_per_s"] / peak
-        if trainable:
+        if "train_flops_per_s" in out:
             out["train_mfu"] = out["train_flops_per_s"] / peak
     return out
 
@@ -106,16 +106,25 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     try:
         torch.manual_seed(cell.seed)
         workload = generate(cell.workload, cell.seed, device)
+        spec = get_spec(cell.model)
+        extra = {}
+        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+            value_model = getattr(workload, "value_model", None)
+            if value_model is None:
+                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
+            extra["utility_fn"] = value_model.score
         model = build_model(
             cell.model,
             user_dim=cell.workload.user_dim,
             item_dim=cell.workload.item_dim,
             **cell.model_kwargs,
+            **extra,
         ).to(device)
         runnable = prepare(model, cell.precision, cell.compile)
         record["measurements"]["parameters"] = measure.parameter_count(model)
         measure.reset_peak_memory(device)
-        trainable = any(p.requires_grad for p in model.parameters())
+        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
+        trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
         if trainable:
             result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
             record["history"] = {

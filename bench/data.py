@@ -74,6 +74,10 @@ class HiddenValueModel:
         coefficients = summary @ self.weight.T + self.bias  # [N, F]
         return torch.einsum("nsf,nf->ns", candidates, coefficients)
 
+    def score(self, batch: SlateBatch) -> torch.Tensor:
+        """[B, L] true utility of a batch's items (the oracle's scores); lists without padding."""
+        return self.utility(batch.user, batch.items)
+
 
 def _split_seed(seed: int, split: str) -> int:
     # Each split has its own stream so the test set does not change when the

@@ -28,18 +28,42 @@ DEVICE_PEAKS: dict[str, dict[str, float]] = {
 CACHE_ENV = "RERANK_BENCH_CACHE"
 
 
-def count_flops(model: nn.Module, batch: SlateBatch, loss_of_scores=None) -> tuple[int, int]:
-    """(training step FLOPs, inference forward FLOPs) for ``batch``, both in train mode."""
+class _TotalOnly:
+    """Stands in for FlopCounterMode's per-module tracker: only the total is needed, and the
+    tracker's gradient hooks fail on modules fed views of parameters (SetRank's inducing points)."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+def _counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _TotalOnly()
+    return counter
+
+
+def count_flops(model: nn.Module, batch: SlateBatch, loss_of_scores=None) -> tuple[int | None, int]:
+    """(training step FLOPs, inference forward FLOPs) for ``batch``, both in train mode.
+
+    The training count is None for a model with nothing to train.
+    """
     was_training = model.training
     model.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        scores = model(batch)
-        loss = loss_of_scores(scores) if loss_of_scores else scores.masked_fill(~batch.mask, 0).sum()
-        loss.backward()
-    train_flops = counter.get_total_flops()
-    model.zero_grad(set_to_none=True)
-    counter = FlopCounterMode(display=False)
+    train_flops = None
+    if any(p.requires_grad for p in model.parameters()):
+        counter = _counter()
+        with counter:
+            scores = model(batch)
+            loss = loss_of_scores(scores) if loss_of_scores else scores.masked_fill(~batch.mask, 0).sum()
+            loss.backward()
+        train_flops = counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    counter = _counter()
     with counter, torch.no_grad():
         model(batch)
     model.train(was_training)

@@ -29,6 +29,12 @@ AXIS_METRICS = {
     "peak_memory_mib": ("{memory}", False),
 }
 SIGNIFICANCE = 0.05
+# Models that train nothing and bound the others; the report names them when they ran.
+REFERENCE_MODELS = {
+    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
+    "random": "is the floor (a random order)",
+    "initial": "keeps the displayed (initial) order",
+}
 
 
 def _hits(record: dict[str, Any]) -> np.ndarray | None:
@@ -380,6 +386,9 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
         lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
+        references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
+        if references:
+            lines += ["Reference rows: " + "; ".join(references) + ".", ""]
     memory = _memory_header(frame)
     for axis in axes:
         fixed = {a: reference[a] for a in axes if a != axis}

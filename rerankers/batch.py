@@ -41,3 +41,21 @@ def user_item_features(batch: SlateBatch) -> torch.Tensor:
 def mask_padding(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Padded items score -inf so that no sort, top-k or softmax can pick them."""
     return scores.masked_fill(~mask, float("-inf"))
+
+
+def reading_order(batch: SlateBatch, reverse: bool = False) -> torch.Tensor:
+    """[B, L] slot indices that list each row's real items by initial rank, padding last.
+
+    ``reverse=True`` lists the real items from the lowest-ranked to the top-ranked one (still
+    padding last), so a recurrent reader ends on the top item of every list, whatever its length.
+    """
+    key = -batch.positions if reverse else batch.positions
+    key = key.masked_fill(~batch.mask, torch.iinfo(key.dtype).max)
+    return key.argsort(dim=1, stable=True)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, D] mean of ``values`` [B, L, D] over each row's real items (0 for a row with none)."""
+    real = mask.unsqueeze(-1)
+    count = real.sum(dim=1).clamp_min(1).to(values.dtype)
+    return values.masked_fill(~real, 0.0).sum(dim=1) / count

@@ -39,14 +39,18 @@ class ModelSpec:
     # Claims the model tests hold it to; see tests/test_models.py.
     permutation_equivariant: bool = False
     trainable: bool = True
+    # The factory takes ``utility_fn: Callable[[SlateBatch], Tensor]``, the true utility of a
+    # batch's items, which only a caller that knows the data (a synthetic workload) can give.
+    needs_utility: bool = False
 
     def options(self) -> dict[str, Any]:
         """The factory's size and hyper-parameter options with their defaults."""
         params = inspect.signature(self.factory).parameters.values()
+        internal = ("user_dim", "item_dim", "utility_fn") if self.needs_utility else ("user_dim", "item_dim")
         return {
             p.name: p.default
             for p in params
-            if p.name not in ("user_dim", "item_dim") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            if p.name not in internal and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
 
 
@@ -60,14 +64,19 @@ def register(
     description: str | None = None,
     permutation_equivariant: bool = False,
     trainable: bool = True,
+    needs_utility: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Class or function decorator adding a model factory under ``name``."""
+    """Class or function decorator adding a model factory under ``name``.
+
+    ``permutation_equivariant`` and ``trainable`` are claims the model tests hold the model
+    to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword (see ``ModelSpec``).
+    """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = ModelSpec(name, factory, summary, permutation_equivariant, trainable)
+        _REGISTRY[name] = ModelSpec(name, factory, summary, permutation_equivariant, trainable, needs_utility)
         return factory
 
     return decorate

@@ -57,9 +57,9 @@ def test_unknown_name_lists_known_and_suggests():
 
 
 def test_selection_all_globs_and_lists(scratch_model):
-    scratch_model("prm-x")
-    scratch_model("prm-y")
-    assert rerankers.list_models("prm*") == ["prm-x", "prm-y"]
+    scratch_model("scratch-x")
+    scratch_model("scratch-y")
+    assert rerankers.list_models("scratch-*") == ["scratch-x", "scratch-y"]
     assert rerankers.list_models("all") == rerankers.model_names()
     assert rerankers.list_models("mlp,transformer,mlp") == ["mlp", "transformer"]
     with pytest.raises(rerankers.UnknownModelError, match="matches no model"):

@@ -1,0 +1,62 @@
+"""Reference points that learn nothing: a floor (random), the upstream order, and a ceiling (oracle)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from rerankers.batch import SlateBatch, mask_padding
+from rerankers.registry import register
+
+UtilityFn = Callable[[SlateBatch], torch.Tensor]
+
+
+@register("random", trainable=False)
+class RandomReranker(nn.Module):
+    """Floor: a uniformly random order (scores drawn from torch's global generator)."""
+
+    def __init__(self, user_dim: int, item_dim: int) -> None:
+        super().__init__()
+
+    def forward(self, batch: SlateBatch) -> torch.Tensor:
+        # One draw per slot, padded ones included, so real items' scores do not depend on
+        # the padding; reproducible under torch.manual_seed.
+        scores = torch.rand(batch.mask.shape, device=batch.items.device)
+        return mask_padding(scores, batch.mask)
+
+
+@register("initial", trainable=False)
+class InitialOrderReranker(nn.Module):
+    """Keeps the initial (upstream) order: score = -initial rank, so the displayed order is unchanged."""
+
+    def __init__(self, user_dim: int, item_dim: int) -> None:
+        super().__init__()
+
+    def forward(self, batch: SlateBatch) -> torch.Tensor:
+        return mask_padding(-batch.positions.to(batch.items.dtype), batch.mask)
+
+
+@register("oracle", permutation_equivariant=True, trainable=False, needs_utility=True)
+class OracleReranker(nn.Module):
+    """Ceiling: scores every item with its true utility (synthetic data only).
+
+    ``utility_fn(batch) -> [B, L]`` is supplied by whoever knows the truth (the benchmark
+    passes the synthetic workload's hidden value model). Without one the model still
+    constructs (for listings and parameter counts) but cannot score. It is as
+    permutation-equivariant as its utility function; the synthetic value model is (it sees
+    the list only through per-feature mean, std and max).
+    """
+
+    def __init__(self, user_dim: int, item_dim: int, utility_fn: UtilityFn | None = None) -> None:
+        super().__init__()
+        self.utility_fn = utility_fn
+
+    def forward(self, batch: SlateBatch) -> torch.Tensor:
+        if self.utility_fn is None:
+            raise RuntimeError(
+                "the oracle needs a utility_fn (the true utility of each item); "
+                "only workloads that know it (synthetic data) can provide one"
+            )
+        return mask_padding(self.utility_fn(batch).to(batch.items.dtype), batch.mask)

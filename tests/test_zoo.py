@@ -1,0 +1,169 @@
+"""Behaviour specific to the zoo's models and baselines (the generic contract is in test_models.py)."""
+
+import dataclasses
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import rerankers
+from bench import cell as cell_module
+from bench.cli import app
+from bench.data import generate
+from bench.records import load_records
+from rerankers import SlateBatch
+from rerankers.batch import reading_order
+
+
+def lists(rows: int = 4, length: int = 6, seed: int = 0, user_dim: int = 3, item_dim: int = 4) -> SlateBatch:
+    g = torch.Generator().manual_seed(seed)
+    return SlateBatch(
+        user=torch.randn(rows, user_dim, generator=g),
+        items=torch.randn(rows, length, item_dim, generator=g),
+        mask=torch.ones(rows, length, dtype=torch.bool),
+        positions=torch.stack([torch.randperm(length, generator=g) for _ in range(rows)]),
+    )
+
+
+def test_reading_order_lists_real_items_by_rank_padding_last():
+    batch = SlateBatch(
+        user=torch.zeros(1, 1),
+        items=torch.zeros(1, 4, 1),
+        mask=torch.tensor([[True, True, False, True]]),
+        positions=torch.tensor([[2, 0, 1, 3]]),
+    )
+    assert reading_order(batch).tolist() == [[1, 0, 3, 2]]
+    assert reading_order(batch, reverse=True).tolist() == [[3, 0, 1, 2]]
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def test_initial_keeps_the_displayed_order():
+    batch = lists()
+    scores = rerankers.build_model("initial", user_dim=3, item_dim=4)(batch)
+    assert torch.equal(scores.argsort(dim=1, descending=True), batch.positions.argsort(dim=1))
+
+
+def test_random_is_reproducible_under_the_seed_and_not_constant():
+    model = rerankers.build_model("random", user_dim=3, item_dim=4)
+    batch = lists()
+    torch.manual_seed(3)
+    a = model(batch)
+    torch.manual_seed(3)
+    assert torch.equal(a, model(batch))
+    assert not torch.equal(a, model(batch))
+
+
+def test_oracle_constructs_without_utilities_but_cannot_score():
+    model = rerankers.build_model("oracle", user_dim=3, item_dim=4)
+    assert sum(p.numel() for p in model.parameters()) == 0
+    assert "utility_fn" not in rerankers.get_spec("oracle").options()
+    with pytest.raises(RuntimeError, match="needs a utility_fn"):
+        model(lists())
+
+
+@pytest.mark.parametrize("name", ["random", "initial", "oracle"])
+def test_baseline_cells_train_nothing(smoke_cell, name):
+    record = cell_module.run_cell(smoke_cell(name, model_kwargs={}))
+    assert record["status"] == "ok", record["error"]
+    assert record["history"] == {} and "train_samples_per_s" not in record["measurements"]
+    assert record["measurements"]["parameters"] == 0
+    config = smoke_cell(name).workload
+    test = generate(config, seed=0).test
+    if name == "oracle":
+        assert record["metrics"]["slate_acc"] == 1.0  # the ceiling
+    elif name == "initial":  # right exactly when the first displayed item is the clicked one
+        assert record["metrics"]["slate_acc"] == pytest.approx(test.clicks[:, 0].double().mean().item())
+    else:
+        assert abs(record["metrics"]["slate_acc"] - 1 / config.slate_length) < 0.1
+
+
+def test_oracle_on_a_workload_without_utilities_fails_clearly(smoke_cell, monkeypatch):
+    real_generate = cell_module.generate
+    monkeypatch.setattr(
+        cell_module, "generate", lambda *a, **k: dataclasses.replace(real_generate(*a, **k), value_model=None)
+    )
+    record = cell_module.run_cell(smoke_cell("oracle", model_kwargs={}))
+    assert record["status"] == "failed" and "needs true utilities" in record["error"]
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def test_prm_ablation_has_no_position_embedding():
+    with_rank = rerankers.build_model("prm", user_dim=3, item_dim=4, d_model=8, dim_feedforward=8)
+    without = rerankers.build_model(
+        "prm", user_dim=3, item_dim=4, d_model=8, dim_feedforward=8, position_embedding=False
+    )
+    names = {n for n, _ in without.named_parameters()}
+    assert not any(n.startswith("position") for n in names)
+    assert any(n.startswith("position") for n, _ in with_rank.named_parameters())
+
+
+def test_prm_scores_are_a_log_softmax_over_the_list():
+    model = rerankers.build_model("prm", user_dim=3, item_dim=4, d_model=8, dim_feedforward=8).eval()
+    batch = lists()
+    torch.testing.assert_close(model(batch).exp().sum(dim=1), torch.ones(4))
+
+
+def test_seq2slate_eval_scores_are_the_decoding_order():
+    torch.manual_seed(0)
+    model = rerankers.build_model("seq2slate", user_dim=3, item_dim=4, d_model=8)
+    batch = lists()
+    mask = batch.mask.clone()
+    mask[0, 4:] = False
+    batch = SlateBatch(batch.user, batch.items, mask, batch.positions)
+    first_step = model.train()(batch)  # the pointer's first decision, what training sees
+    decoded = model.eval()(batch)
+    for row in range(4):
+        real = decoded[row][mask[row]]
+        n = int(mask[row].sum())
+        assert sorted(real.tolist()) == [float(6 - t) for t in reversed(range(n))]
+    assert torch.equal(decoded.argmax(dim=1), first_step.argmax(dim=1))
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 3])
+def test_gsf_exact_groups_cover_every_real_item_equally(group_size):
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, d_model=8)
+    groups = model._exact_groups(5, torch.device("cpu"))
+    assert groups.shape == (torch.tensor(range(5 - group_size + 1, 6)).prod().item(), group_size)
+    assert torch.equal(torch.bincount(groups.flatten(), minlength=5), torch.full((5,), groups.numel() // 5))
+
+
+def test_gsf_samples_groups_beyond_max_groups():
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=3, max_groups=12, d_model=8)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    mask[1, 1:] = False  # one real item: shorter than a group
+    torch.manual_seed(0)
+    members, valid = model._sampled_groups(mask)
+    shuffles = 12 // 6
+    for row in range(3):
+        counts = torch.bincount(members[row][valid[row]].flatten(), minlength=6)
+        assert torch.equal(counts, 3 * shuffles * mask[row].long())  # g groups per shuffle for every real item
+    batch = lists(rows=3)
+    scores = model(SlateBatch(batch.user, batch.items, mask, batch.positions))
+    assert torch.isfinite(scores[mask]).all() and (scores[~mask] == float("-inf")).all()
+
+
+def test_deepsets_rejects_an_unknown_pooling():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        rerankers.build_model("deepsets", user_dim=3, item_dim=4, pooling="sum")
+
+
+# --- the whole zoo through the CLI -----------------------------------------------------------
+
+
+def test_all_models_run_in_one_report(tmp_path):
+    args = ["run", "--models", "all", "--profile", "smoke", "--isolation", "none", "--out", tmp_path]
+    args += ["--run-id", "zoo", "--batches", "2", "--valid-slates", "64", "--test-slates", "128"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    records = {r["model"]: r for r in load_records(tmp_path / "zoo" / "records.jsonl")}
+    assert sorted(records) == rerankers.model_names()
+    assert all(r["status"] == "ok" for r in records.values())
+    assert records["oracle"]["metrics"]["slate_acc"] == 1.0
+    report = (tmp_path / "zoo" / "report.md").read_text()
+    assert all(f"| {name}" in report for name in records)
+    assert "`oracle` is the accuracy ceiling" in report and "`random` is the floor" in report
