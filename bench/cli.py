@@ -81,6 +81,10 @@ def run(
     batch_size: int | None = typer.Option(None, help="Training and serving batch size."),
     batches: int | None = typer.Option(None, help="Training batches per epoch."),
     epochs: int | None = typer.Option(None),
+    loss: str | None = typer.Option(
+        None,
+        help="Training loss: kl (founding) | listnet | listmle | ranknet | lambdaloss | approxndcg | neuralndcg | bce",
+    ),
     slate_length: int | None = typer.Option(None, help="Items displayed to the user (T)."),
     candidates: int | None = typer.Option(None, help="Items the re-ranker sees per user (S >= T)."),
     user_dim: int | None = typer.Option(None),
@@ -120,6 +124,7 @@ def run(
             batch_size=batch_size,
             batches=batches,
             epochs=epochs,
+            loss=loss,
             slate_length=slate_length,
             candidates=candidates,
             user_dim=user_dim,

@@ -129,6 +129,9 @@ def validate(cell: CellConfig) -> None:
         raise ConfigError(f"slate length {w.slate_length} is longer than the candidate list ({w.candidates})")
     if w.item_dim < 2:
         raise ConfigError("item-dim must be at least 2 (the last feature is the sum of the others)")
+    from bench.losses import get_loss
+
+    get_loss(t.loss)  # an unknown name raises with the known ones and a suggestion
     if cell.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
     if cell.threads < 0:

@@ -12,7 +12,7 @@ from torch import nn
 
 from bench.config import TrainConfig
 from bench.data import SlateData
-from bench.losses import LOSSES
+from bench.losses import get_loss
 from bench.metrics import slate_hits
 
 EpochCallback = Callable[[int, float, float], None]  # epoch (1-based), train loss, valid slate_acc
@@ -65,7 +65,7 @@ def train(
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     device = next(model.parameters()).device
-    loss_fn = LOSSES[config.loss]
+    loss_fn = get_loss(config.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=config.amsgrad, foreach=True)
     result = TrainResult()
     batches = list(train_data.batches(batch_size))
