@@ -12,30 +12,63 @@ import torch
 
 from bench import measure
 from bench.config import CellConfig
-from bench.data import generate
-from bench.metrics import ndcg_at_k, reciprocal_rank, slate_hits, total_hits, utility_gains
+from bench.data import Workload, load_workload
+from bench.metrics import (
+    average_precision_at_k,
+    judged,
+    ndcg_at_k,
+    precision_at_k,
+    reciprocal_rank,
+    regret,
+    slate_hits,
+    total_hits,
+    utility_gains,
+)
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
 from bench.train import Diverged, score_split, train
 from rerankers import build_model
 
-NDCG_KS = (1, 3, 5)
+RANK_KS = (1, 3, 5, 10)  # the k of ndcg@k, map@k and precision@k
+NDCG_KS = RANK_KS
 EpochCallback = Callable[[int, float, float], None]
 
 
-def evaluate(scores: torch.Tensor, data) -> tuple[dict[str, float], torch.Tensor]:
-    """Test metrics from [N, S] candidate scores; also the per-slate hit vector."""
-    on_slate = scores.gather(1, data.slate)
-    hits = slate_hits(on_slate, data.clicks)
-    gains = utility_gains(data.slate_utility)
+def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+    """Test metrics from [N, S] candidate scores; also the per-slate hits of the judged slates.
+
+    Label-based metrics (slate_acc, total_acc, mrr, ndcg@k, map@k, precision@k) are means
+    over the judged slates, those with a relevant (label > 0) displayed item; ``regret`` is
+    a mean over every slate; on synthetic data ``utility_ndcg@k`` is NDCG against the true
+    utilities (linear gain = utility minus the slate's lowest), also over every slate.
+    """
+    mask = data.slate_mask
+    on_slate = scores.gather(1, data.slate).masked_fill(~mask, float("-inf"))
+    labels = data.labels
+    keep = judged(labels, mask)
+
+    def mean(values: torch.Tensor) -> float:
+        return values[keep].double().mean().item()
+
+    hits = slate_hits(on_slate, labels, mask)
     metrics = {
-        "slate_acc": hits.double().mean().item(),
-        "total_acc": total_hits(scores, data.slate, data.clicks).double().mean().item(),
-        "mrr": reciprocal_rank(on_slate, data.clicks).mean().item(),
-        "test_slates": len(data),
+        "slate_acc": mean(hits),
+        "total_acc": mean(total_hits(scores, data.slate, labels, mask)),
+        "mrr": mean(reciprocal_rank(on_slate, labels, mask)),
     }
-    for k in NDCG_KS:
-        metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k).mean().item()
-    return metrics, hits
+    for k in RANK_KS:
+        metrics[f"ndcg@{k}"] = mean(ndcg_at_k(on_slate, labels, k, mask))
+    for k in RANK_KS:
+        metrics[f"map@{k}"] = mean(average_precision_at_k(on_slate, labels, k, mask))
+    for k in RANK_KS:
+        metrics[f"precision@{k}"] = mean(precision_at_k(on_slate, labels, k, mask))
+    metrics["regret"] = regret(on_slate, data.slate_utility, mask).mean().item()
+    if synthetic:
+        gains = utility_gains(data.slate_utility, mask)
+        for k in RANK_KS:
+            metrics[f"utility_ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask).mean().item()
+    metrics["test_slates"] = len(data)
+    metrics["judged_slates"] = int(keep.sum().item())
+    return metrics, hits[keep]
 
 
 def _status_of(error: BaseException) -> str:
@@ -60,6 +93,7 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "measurements": {},
         "history": {},
         "per_slate": {},
+        "data": {},
         "environment": {},
         "started_at": datetime.now(timezone.utc).isoformat(),
         "finished_at": None,
@@ -76,11 +110,12 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     record["environment"] = environment(device)
     try:
         torch.manual_seed(cell.seed)
-        workload = generate(cell.workload, cell.seed, device)
+        workload: Workload = load_workload(cell.workload, cell.seed, device)
+        record["data"] = workload.describe()
         model = build_model(
             cell.model,
-            user_dim=cell.workload.user_dim,
-            item_dim=cell.workload.item_dim,
+            user_dim=workload.test.inputs.user.shape[1],
+            item_dim=workload.test.inputs.items.shape[2],
             **cell.model_kwargs,
         ).to(device)
         record["measurements"]["parameters"] = measure.parameter_count(model)
@@ -99,7 +134,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             )
         record["measurements"].update(measure.peak_memory_mib(device, "train"))
         scores = score_split(model, workload.test, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, workload.test)
+        metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         measure.reset_peak_memory(device)

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from bench.config import DEVICES, CellConfig, ConfigError, profile, validate, with_overrides
+from bench.config import DEVICES, CellConfig, ConfigError, WorkloadConfig, profile, validate, with_overrides
 from bench.runner import ISOLATIONS, run_cells
 
 app = typer.Typer(
@@ -91,6 +91,18 @@ def run(
     item_dim: int | None = typer.Option(None),
     valid_slates: int | None = typer.Option(None),
     test_slates: int | None = typer.Option(None),
+    slate_min: int | None = typer.Option(None, help="Variable slate lengths: each slate shows slate-min..T items."),
+    initial_noise: str | None = typer.Option(
+        None, help="Initial order by true utility + N(0, noise^2) (in list std units); 0 = perfect, inf = random."
+    ),
+    click_model: str | None = typer.Option(None, help="best (founding) | position-biased | cascade | multi-click"),
+    eta: float | None = typer.Option(None, help="position-biased clicks: examination probability 1/rank^eta."),
+    labels: str | None = typer.Option(None, help="clicks | graded (default: clicks; graded for --data letor)."),
+    data: str | None = typer.Option(None, help="synthetic (default) | letor"),
+    data_path: str | None = typer.Option(
+        None, help="LETOR: a directory with train/vali/test.txt, or TRAIN,VALID,TEST."
+    ),
+    initial_ranker: str | None = typer.Option(None, help="LETOR: linear (fitted on train) | feature:<id>"),
     d_model: int | None = typer.Option(None, help="Model width, for every model that has one."),
     model_arg: list[str] = typer.Option([], help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
@@ -131,12 +143,22 @@ def run(
             item_dim=item_dim,
             valid_slates=valid_slates,
             test_slates=test_slates,
+            slate_min=slate_min,
+            initial_noise=_noise_level(initial_noise),
+            click_model=click_model,
+            eta=eta,
+            labels=labels or ("graded" if data == "letor" else None),
+            data=data,
+            data_path=data_path,
+            initial_ranker=initial_ranker,
             seed=seed,
             device=resolve_device(device),
             threads=threads,
             model_kwargs=options,
         )
         validate(base)
+        if base.workload.data == "letor":
+            _prepare_letor(base.workload)
     except (ConfigError, UnknownModelError) as error:
         fail(str(error))
     cells = build_cells(selected, base, options, set(explicit))
@@ -205,6 +227,28 @@ def run(
     typer.echo(f"report:  {report}")
     if failures:
         raise typer.Exit(1)
+
+
+def _noise_level(text: str | None) -> float | None:
+    """``--initial-noise``: a number >= 0, or inf (stored as None: the random founding order)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"initial-noise must be a number or inf, got {text!r}") from None
+    return None if value == float("inf") else value
+
+
+def _prepare_letor(workload: WorkloadConfig) -> None:
+    """Parse (or find cached) every LETOR split before any cell runs: bad files stop the run here."""
+    from rich.console import Console
+
+    from bench.letor import prepare
+
+    console = Console(stderr=True)
+    sizes = prepare(workload, progress=console.print)
+    console.print("LETOR queries: " + ", ".join(f"{split} {count:,}" for split, count in sizes.items()))
 
 
 def _check_constructible(cell: CellConfig) -> None:
