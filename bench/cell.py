@@ -13,32 +13,65 @@ import torch
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
 from bench.config import CellConfig
-from bench.data import SlateData, generate
+from bench.data import SlateData, Workload, load_workload
 from bench.flops import count_flops, peak_flops
-from bench.losses import LOSSES
-from bench.metrics import ndcg_at_k, reciprocal_rank, slate_hits, total_hits, utility_gains
+from bench.losses import get_loss
+from bench.metrics import (
+    average_precision_at_k,
+    judged,
+    ndcg_at_k,
+    precision_at_k,
+    reciprocal_rank,
+    regret,
+    slate_hits,
+    total_hits,
+    utility_gains,
+)
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
 from bench.train import Diverged, score_split, train
 from rerankers import build_model, get_spec
 
-NDCG_KS = (1, 3, 5)
+RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 EpochCallback = Callable[[int, float, float], None]
 
 
-def evaluate(scores: torch.Tensor, data) -> tuple[dict[str, float], torch.Tensor]:
-    """Test metrics from [N, S] candidate scores; also the per-slate hit vector."""
-    on_slate = scores.gather(1, data.slate)
-    hits = slate_hits(on_slate, data.clicks)
-    gains = utility_gains(data.slate_utility)
+def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+    """Test metrics from [N, S] candidate scores; also the per-slate hits of the judged slates.
+
+    Label-based metrics (slate_acc, total_acc, mrr, map@k, precision@k, and ndcg@k on real
+    data) are means over the judged slates, those with a relevant (label > 0) displayed item.
+    On synthetic data ``ndcg@k`` is NDCG against the true utilities (linear gain = utility
+    minus the slate's lowest) over every slate, and ``label_ndcg@k`` the same against the
+    labels; ``regret`` is a mean over every slate.
+    """
+    mask = data.slate_mask
+    on_slate = scores.gather(1, data.slate).masked_fill(~mask, float("-inf"))
+    labels = data.labels
+    keep = judged(labels, mask)
+
+    def mean(values: torch.Tensor) -> float:
+        return values[keep].double().mean().item()
+
+    hits = slate_hits(on_slate, labels, mask)
     metrics = {
-        "slate_acc": hits.double().mean().item(),
-        "total_acc": total_hits(scores, data.slate, data.clicks).double().mean().item(),
-        "mrr": reciprocal_rank(on_slate, data.clicks).mean().item(),
-        "test_slates": len(data),
+        "slate_acc": mean(hits),
+        "total_acc": mean(total_hits(scores, data.slate, labels, mask)),
+        "mrr": mean(reciprocal_rank(on_slate, labels, mask)),
+        "regret": regret(on_slate, data.slate_utility, mask).mean().item(),
     }
-    for k in NDCG_KS:
-        metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k).mean().item()
-    return metrics, hits
+    ks = [k for k in RANK_KS if k <= data.slate.shape[1]]
+    label_ndcg = "label_ndcg" if synthetic else "ndcg"
+    for k in ks:
+        metrics[f"{label_ndcg}@{k}"] = mean(ndcg_at_k(on_slate, labels, k, mask))
+        metrics[f"map@{k}"] = mean(average_precision_at_k(on_slate, labels, k, mask))
+        metrics[f"precision@{k}"] = mean(precision_at_k(on_slate, labels, k, mask))
+    if synthetic:
+        gains = utility_gains(data.slate_utility, mask)
+        for k in ks:
+            metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask).mean().item()
+    metrics["test_slates"] = len(data)
+    metrics["judged_slates"] = int(keep.sum().item())
+    return metrics, hits[keep]
 
 
 def flop_measurements(
@@ -48,7 +81,7 @@ def flop_measurements(
     draws cannot change the results."""
 
     def kl_of(scores: torch.Tensor) -> torch.Tensor:
-        return LOSSES[cell.train.loss](scores.gather(1, batch.slate), batch.clicks)
+        return get_loss(cell.train.loss)(scores.gather(1, batch.slate), batch.labels, batch.slate_mask)
 
     train_flops, infer_flops = count_flops(model, batch.inputs, kl_of)
     n = len(batch)
@@ -88,6 +121,7 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "measurements": {},
         "history": {},
         "per_slate": {},
+        "data": {},
         "environment": {},
         "started_at": datetime.now(UTC).isoformat(),
         "finished_at": None,
@@ -105,7 +139,8 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     record["environment"] = environment(device, cell.precision, cell.compile)
     try:
         torch.manual_seed(cell.seed)
-        workload = generate(cell.workload, cell.seed, device)
+        workload: Workload = load_workload(cell.workload, cell.seed, device)
+        record["data"] = workload.describe()
         spec = get_spec(cell.model)
         extra = {}
         if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
@@ -115,8 +150,8 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             extra["utility_fn"] = value_model.score
         model = build_model(
             cell.model,
-            user_dim=cell.workload.user_dim,
-            item_dim=cell.workload.item_dim,
+            user_dim=workload.test.inputs.user.shape[1],
+            item_dim=workload.test.inputs.items.shape[2],
             **cell.model_kwargs,
             **extra,
         ).to(device)
@@ -138,7 +173,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             )
         record["measurements"].update(measure.peak_memory_mib(device, "train"))
         scores = score_split(runnable, workload.test, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, workload.test)
+        metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         measure.reset_peak_memory(device)

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from bench.config import DEVICES, CellConfig, ConfigError, profile
+from bench.config import DEVICES, CellConfig, ConfigError, WorkloadConfig, profile
 from bench.runner import EXECUTORS, ISOLATIONS, run_cells
 
 app = typer.Typer(
@@ -66,8 +66,27 @@ def run(
     item_dim: str | None = typer.Option(None, "--item-dim", "--item-dims", help=LIST_HELP),
     batches: int | None = typer.Option(None, help="Training batches per epoch."),
     epochs: int | None = typer.Option(None),
+    loss: str | None = typer.Option(
+        None,
+        "--loss",
+        "--losses",
+        help="Training losses: kl (founding) | listnet | listmle | ranknet | lambdaloss | approxndcg | neuralndcg "
+        "| bce. " + LIST_HELP,
+    ),
     valid_slates: int | None = typer.Option(None),
     test_slates: int | None = typer.Option(None),
+    slate_min: int | None = typer.Option(None, help="Variable slate lengths: each slate shows slate-min..T items."),
+    initial_noise: str | None = typer.Option(
+        None, help="Initial order by true utility + N(0, noise^2) (in list std units); 0 = perfect, inf = random."
+    ),
+    click_model: str | None = typer.Option(None, help="best (founding) | position-biased | cascade | multi-click"),
+    eta: float | None = typer.Option(None, help="position-biased clicks: examination probability 1/rank^eta."),
+    labels: str | None = typer.Option(None, help="clicks | graded (default: clicks; graded for --data letor)."),
+    data: str | None = typer.Option(None, help="synthetic (default) | letor"),
+    data_path: str | None = typer.Option(
+        None, help="LETOR: a directory with train/vali/test.txt, or TRAIN,VALID,TEST."
+    ),
+    initial_ranker: str | None = typer.Option(None, help="LETOR: linear (fitted on train) | feature:<id>"),
     d_model: int | None = typer.Option(None, help="Model width, for every model that has one."),
     model_arg: list[str] | None = typer.Option(None, help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (0: torch's default)."),
@@ -119,6 +138,15 @@ def run(
         "ray_cpus": ray_cpus,
         "retries": retries,
         "baseline": baseline,
+        "loss": loss,
+        "slate_min": slate_min,
+        "initial_noise": initial_noise,
+        "click_model": click_model,
+        "eta": eta,
+        "labels": labels,
+        "data": data,
+        "data_path": data_path,
+        "initial_ranker": initial_ranker,
     }
     try:
         settings = load_sweep_file(sweep) if sweep else {}
@@ -146,7 +174,11 @@ def run(
             from bench.ray_executor import require_ray
 
             require_ray()
+        if settings.get("data") == "letor" and "labels" not in settings:
+            settings["labels"] = "graded"
         cells = build_cells(settings)
+        if cells[0].workload.data == "letor":
+            _prepare_letor(cells[0].workload)
     except (ConfigError, UnknownModelError) as error:
         fail(str(error))
     for cell in cells:
@@ -278,6 +310,17 @@ def _execute(
     typer.echo(f"report:  {report}")
     if sum(n for s, n in summary.statuses.items() if s != "ok"):
         raise typer.Exit(1)
+
+
+def _prepare_letor(workload: WorkloadConfig) -> None:
+    """Parse (or find cached) every LETOR split before any cell runs: bad files stop the run here."""
+    from rich.console import Console
+
+    from bench.letor import prepare
+
+    console = Console(stderr=True)
+    sizes = prepare(workload, progress=console.print)
+    console.print("LETOR queries: " + ", ".join(f"{split} {count:,}" for split, count in sizes.items()))
 
 
 def _check_constructible(cell: CellConfig) -> None:

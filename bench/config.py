@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -17,7 +19,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    """The founding experiment's synthetic data (see docs/workload.md)."""
+    """The data: the founding synthetic world and its knobs, or LETOR files (docs/workloads.md)."""
 
     batch_size: int = 4096
     batches: int = 100  # training batches per epoch
@@ -27,6 +29,16 @@ class WorkloadConfig:
     item_dim: int = 10
     valid_slates: int = 4096
     test_slates: int = 16384
+    # Workload knobs (docs/workloads.md); the defaults give the founding data bit for bit.
+    slate_min: int | None = None  # shortest displayed slate (uniform in slate_min..slate_length); None: all full
+    initial_noise: float | None = None  # initial order by standardised utility + N(0, noise^2); None (inf): random
+    click_model: str = "best"  # best | position-biased | cascade | multi-click
+    eta: float = 0.2  # position-biased clicks: examination probability 1 / rank^eta
+    labels: str = "clicks"  # what the model trains and is evaluated on: clicks | graded
+    # Real data instead of the synthetic world.
+    data: str = "synthetic"  # synthetic | letor
+    data_path: str | None = None  # letor: a directory with train/vali/test files, or TRAIN,VALID,TEST
+    initial_ranker: str = "linear"  # letor: linear (fitted on the train split) | feature:<id>
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,14 @@ class CellConfig:
 # (path in to_dict(), value that means "as before the field existed")
 NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("compile",): False,
+    ("workload", "slate_min"): None,
+    ("workload", "initial_noise"): None,
+    ("workload", "click_model"): "best",
+    ("workload", "eta"): 0.2,
+    ("workload", "labels"): "clicks",
+    ("workload", "data"): "synthetic",
+    ("workload", "data_path"): None,
+    ("workload", "initial_ranker"): "linear",
 }
 
 
@@ -141,13 +161,22 @@ def validate(cell: CellConfig) -> None:
         for f in fields(group):
             value = getattr(group, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                minimum = 0 if f.name == "warmup_steps" else None
-                if (minimum is None and value <= 0) or (minimum == 0 and value < 0):
-                    raise ConfigError(f"{f.name.replace('_', '-')} must be positive, got {value}")
+                name = f.name.replace("_", "-")
+                if f.name in ("warmup_steps", "eta", "initial_noise"):
+                    if value < 0:
+                        raise ConfigError(f"{name} must be >= 0, got {value}")
+                elif f.name == "slate_min":
+                    pass  # checked with the slate length below
+                elif value <= 0:
+                    raise ConfigError(f"{name} must be positive, got {value}")
     if w.slate_length > w.candidates:
         raise ConfigError(f"slate length {w.slate_length} is longer than the candidate list ({w.candidates})")
     if w.item_dim < 2:
         raise ConfigError("item-dim must be at least 2 (the last feature is the sum of the others)")
+    _validate_workload_knobs(w)
+    from bench.losses import get_loss
+
+    get_loss(t.loss)  # an unknown name raises with the known ones and a suggestion
     if cell.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
     if cell.precision == "tf32" and cell.device != "cuda":
@@ -157,6 +186,43 @@ def validate(cell: CellConfig) -> None:
     for name, value in cell.model_kwargs.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"model option {name} must be positive, got {value}")
+
+
+CLICK_MODELS = ("best", "position-biased", "cascade", "multi-click")
+LABEL_KINDS = ("clicks", "graded")
+DATA_SOURCES = ("synthetic", "letor")
+
+
+def _choice(what: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        close = difflib.get_close_matches(value, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown {what} {value!r}{hint} (known: {', '.join(known)})")
+
+
+def _validate_workload_knobs(w: WorkloadConfig) -> None:
+    _choice("click model", w.click_model, CLICK_MODELS)
+    _choice("labels", w.labels, LABEL_KINDS)
+    _choice("data source", w.data, DATA_SOURCES)
+    if w.slate_min is not None and not 1 <= w.slate_min <= w.slate_length:
+        raise ConfigError(f"slate-min must be between 1 and the slate length ({w.slate_length}), got {w.slate_min}")
+    if w.initial_noise is not None and not math.isfinite(w.initial_noise):
+        raise ConfigError("initial-noise must be finite, or None for inf (the random founding order)")
+    if w.data == "letor":
+        if not w.data_path:
+            raise ConfigError("--data letor needs --data-path (a LETOR directory, or TRAIN,VALID,TEST files)")
+        synthetic_only = {"slate_min": None, "initial_noise": None, "user_dim": 7, "item_dim": 10}
+        for name, default in synthetic_only.items():
+            if getattr(w, name) != default:
+                raise ConfigError(f"{name.replace('_', '-')} applies to synthetic data only, not to --data letor")
+        ranker = w.initial_ranker
+        if ranker != "linear" and not (ranker.startswith("feature:") and ranker[8:].isdigit()):
+            raise ConfigError(f"initial-ranker must be 'linear' or 'feature:<id>' (e.g. feature:1), got {ranker!r}")
+    else:
+        if w.data_path is not None:
+            raise ConfigError("data-path applies to --data letor only")
+        if w.initial_ranker != "linear":
+            raise ConfigError("initial-ranker applies to --data letor only (synthetic data: --initial-noise)")
 
 
 def with_overrides(base: CellConfig, **overrides: Any) -> CellConfig:

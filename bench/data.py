@@ -1,9 +1,19 @@
-"""The founding experiment's synthetic workload, generated vectorised on the target device.
+"""Synthetic workloads, generated vectorised on the target device.
 
-World: a frozen hidden value model maps the user's features and the candidate list's
-per-feature mean, std and max to per-user coefficients; a candidate's true utility is
-its features dotted with those coefficients. The user is shown a random slate of T of
-the S candidates and clicks the displayed item of highest utility.
+World (the founding experiment's): a frozen hidden value model maps the user's features
+and the candidate list's per-feature mean, std and max to per-user coefficients; a
+candidate's true utility is its features dotted with those coefficients.
+
+What the user sees and does is set by the workload knobs (docs/workloads.md):
+- the initial (upstream) order: random (``initial_noise`` None, the founding default) or
+  by true utility plus Gaussian noise; the displayed slate is its top T;
+- variable slate lengths (``slate_min``..``slate_length``), padded and masked;
+- the click model: ``best`` (founding: one click on the best displayed item),
+  ``position-biased``, ``cascade`` or ``multi-click``;
+- the labels the model trains and is evaluated on: the clicks, or graded relevance
+  derived from utility quantiles.
+
+With every knob at its default the data is bit-identical to the founding generator's.
 """
 
 from __future__ import annotations
@@ -13,21 +23,35 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from bench.config import WorkloadConfig
+from bench.config import CLICK_MODELS, WorkloadConfig
 from rerankers import SlateBatch
 
 SPLITS = ("train", "valid", "test")
 
+# Graded relevance: grade g in 0..4 counts how many of these quantiles of the world's
+# candidate utilities a candidate's utility exceeds (half the candidates are grade 0).
+GRADE_QUANTILES = (0.5, 0.75, 0.9, 0.97)
+MAX_GRADE = len(GRADE_QUANTILES)
+CALIBRATION_LISTS = 4096  # lists drawn (from their own stream) to estimate the quantiles
+# Attractiveness of a candidate of grade g: NOISE + (1 - NOISE) * (2^g - 1) / (2^MAX_GRADE - 1).
+CLICK_NOISE = 0.1
+MULTI_CLICK_CONTINUE = 0.5  # multi-click: probability of scanning on after a click
+
 
 @dataclass(frozen=True)
 class SlateData:
-    """N lists: what the re-ranker sees, what was displayed, what was clicked, the truth."""
+    """N lists: what the re-ranker sees, what was displayed, the labels, the truth."""
 
-    inputs: SlateBatch  # items: [N, S, F], every candidate
+    inputs: SlateBatch  # items: [N, S, F], every candidate; inputs.mask marks real candidates
     slate: torch.Tensor  # [N, T] long, candidate index of each displayed item, in display order
     # (inputs.positions[n, slate[n, t]] == t: the slate is the top of the initial order)
-    clicks: torch.Tensor  # [N, T] float, one-hot on the clicked displayed item
-    utility: torch.Tensor  # [N, S] float, true utility of every candidate
+    labels: torch.Tensor  # [N, T] float: clicks (0/1, any number) or graded relevance; 0 where padded
+    utility: torch.Tensor  # [N, S] float, true utility of every candidate (0 for padded candidates)
+    slate_mask: torch.Tensor | None = None  # [N, T] bool, True for a displayed item (None: all)
+
+    def __post_init__(self) -> None:
+        if self.slate_mask is None:
+            object.__setattr__(self, "slate_mask", torch.ones_like(self.slate, dtype=torch.bool))
 
     def __len__(self) -> int:
         return self.slate.shape[0]
@@ -41,9 +65,28 @@ class SlateData:
         for start in range(0, len(self), batch_size):
             yield self[start : start + batch_size]
 
+    def to(self, device: torch.device | str) -> SlateData:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SlateData(**{name: value.to(device) for name, value in moved.items()})
+
+    @property
+    def clicks(self) -> torch.Tensor:
+        """The labels (the clicks unless the workload uses graded labels); kept for older callers."""
+        return self.labels
+
     @property
     def slate_utility(self) -> torch.Tensor:
         return self.utility.gather(1, self.slate)
+
+
+def _masked_summary(candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-feature mean, std (n - 1) and max over each list's real candidates: [N, 3F]."""
+    real = mask.unsqueeze(2).to(candidates.dtype)
+    count = real.sum(dim=1)
+    mean = (candidates * real).sum(dim=1) / count
+    var = (((candidates - mean.unsqueeze(1)) * real) ** 2).sum(dim=1) / (count - 1).clamp_min(1)
+    top = candidates.masked_fill(~mask.unsqueeze(2), float("-inf")).amax(dim=1)
+    return torch.cat((mean, var.sqrt(), top), dim=1)
 
 
 @dataclass(frozen=True)
@@ -65,18 +108,22 @@ class HiddenValueModel:
         bias = (torch.rand(fan_out, generator=generator, device=device) * 2 - 1) * b_bound
         return cls(weight, bias)
 
-    def utility(self, user: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """[N, S] true utility of every candidate."""
-        mean = candidates.mean(dim=1)
-        # torch's std over a short middle dimension is slow; the two-pass formula is exact and fast.
-        std = ((candidates - mean.unsqueeze(1)).square().sum(dim=1) / (candidates.shape[1] - 1)).sqrt()
-        summary = torch.cat((user, mean, std, candidates.amax(dim=1)), dim=1)
-        coefficients = summary @ self.weight.T + self.bias  # [N, F]
-        return torch.einsum("nsf,nf->ns", candidates, coefficients)
+    def utility(self, user: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, S] true utility of every candidate; the summaries cover real candidates only."""
+        if mask is None:  # the founding path
+            mean = candidates.mean(dim=1)
+            # torch's std over a short middle dimension is slow; the two-pass formula is exact and fast.
+            std = ((candidates - mean.unsqueeze(1)).square().sum(dim=1) / (candidates.shape[1] - 1)).sqrt()
+            summary = torch.cat((mean, std, candidates.amax(dim=1)), dim=1)
+        else:
+            summary = _masked_summary(candidates, mask)
+        coefficients = torch.cat((user, summary), dim=1) @ self.weight.T + self.bias  # [N, F]
+        utility = torch.einsum("nsf,nf->ns", candidates, coefficients)
+        return utility if mask is None else utility.masked_fill(~mask, 0.0)
 
     def score(self, batch: SlateBatch) -> torch.Tensor:
-        """[B, L] true utility of a batch's items (the oracle's scores); lists without padding."""
-        return self.utility(batch.user, batch.items)
+        """[B, L] true utility of a batch's items (the oracle's scores)."""
+        return self.utility(batch.user, batch.items, None if bool(batch.mask.all()) else batch.mask)
 
 
 def _split_seed(seed: int, split: str) -> int:
@@ -85,7 +132,72 @@ def _split_seed(seed: int, split: str) -> int:
     return (seed * 1_000_003 + 7919 * (SPLITS.index(split) + 1)) % (2**63)
 
 
-def generate_split(config: WorkloadConfig, value_model: HiddenValueModel, n: int, seed: int, split: str) -> SlateData:
+def _calibration_seed(seed: int) -> int:
+    return (seed * 1_000_003 + 7919 * (len(SPLITS) + 1)) % (2**63)
+
+
+def grades(utility: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Graded relevance 0..MAX_GRADE: how many utility quantile thresholds a candidate exceeds."""
+    return (utility.unsqueeze(-1) > thresholds).sum(dim=-1).to(utility.dtype)
+
+
+def attractiveness(grade: torch.Tensor) -> torch.Tensor:
+    """Probability that a user who examines an item of this grade clicks it."""
+    return CLICK_NOISE + (1 - CLICK_NOISE) * (2.0**grade - 1) / (2.0**MAX_GRADE - 1)
+
+
+def simulate_clicks(
+    click_model: str,
+    slate_utility: torch.Tensor,
+    slate_grades: torch.Tensor | None,
+    slate_mask: torch.Tensor,
+    eta: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """[N, T] 0/1 clicks on the displayed slate (display rank r = 1..T); none on padding.
+
+    best:            one click, on the displayed item of highest utility (the founding rule).
+    position-biased: each item is examined with probability 1 / r^eta and, if examined,
+                     clicked with its attractiveness; any number of clicks, possibly none.
+    cascade:         the user scans top-down and clicks the first attractive item, then stops.
+    multi-click:     the user scans top-down, clicks every attractive item examined, and
+                     after each click scans on with probability MULTI_CLICK_CONTINUE.
+    """
+    n, T = slate_utility.shape
+    device = slate_utility.device
+    if click_model == "best":
+        best = slate_utility.masked_fill(~slate_mask, float("-inf")).argmax(dim=1)
+        clicks = torch.zeros(n, T, device=device)
+        clicks[torch.arange(n, device=device), best] = 1.0
+        return clicks
+    assert slate_grades is not None
+    attractive = torch.rand(n, T, generator=generator, device=device) < attractiveness(slate_grades)
+    attractive &= slate_mask
+    if click_model == "position-biased":
+        rank = torch.arange(1, T + 1, device=device, dtype=slate_utility.dtype)
+        examined = torch.rand(n, T, generator=generator, device=device) < rank.pow(-eta)
+        return (examined & attractive).float()
+    if click_model == "cascade":
+        return (attractive & (attractive.cumsum(dim=1) == 1)).float()
+    if click_model == "multi-click":
+        scan_on = torch.rand(n, T, generator=generator, device=device) < MULTI_CLICK_CONTINUE
+        clicks = torch.zeros(n, T, dtype=torch.bool, device=device)
+        examining = torch.ones(n, dtype=torch.bool, device=device)
+        for r in range(T):
+            clicks[:, r] = examining & attractive[:, r]
+            examining &= ~clicks[:, r] | scan_on[:, r]
+        return clicks.float()
+    raise ValueError(f"unknown click model {click_model!r} (known: {', '.join(CLICK_MODELS)})")
+
+
+def generate_split(
+    config: WorkloadConfig,
+    value_model: HiddenValueModel,
+    n: int,
+    seed: int,
+    split: str,
+    thresholds: torch.Tensor | None = None,
+) -> SlateData:
     device = value_model.weight.device
     g = torch.Generator(device=device).manual_seed(_split_seed(seed, split))
     S, T, U, F = config.candidates, config.slate_length, config.user_dim, config.item_dim
@@ -93,21 +205,67 @@ def generate_split(config: WorkloadConfig, value_model: HiddenValueModel, n: int
     items = torch.randn(n, S, F, generator=g, device=device)
     # The last feature is the sum of the others, like a precomputed score in production.
     items[:, :, -1] = items[:, :, :-1].sum(dim=-1)
-    # The upstream ranker's order: random, as in the founding experiment. The displayed
-    # slate is its top T, so a random T-subset in random order.
-    initial_order = torch.rand(n, S, generator=g, device=device).argsort(dim=1)
+    random_keys = torch.rand(n, S, generator=g, device=device)  # drawn in every case: streams stay aligned
+    # Draws the founding generator does not make come after its own.
+    variable = config.slate_min is not None and config.slate_min < T
+    if variable:
+        # A list displays t items, t uniform in slate_min..T, and holds t + (S - T) candidates;
+        # its missing candidates are padding (the last indices, zero features).
+        shown = torch.randint(config.slate_min, T + 1, (n,), generator=g, device=device)
+        mask = torch.arange(S, device=device) < (shown + (S - T)).unsqueeze(1)
+        items = items * mask.unsqueeze(2)
+        slate_mask = torch.arange(T, device=device) < shown.unsqueeze(1)
+        utility = value_model.utility(user, items, mask)
+    else:
+        mask = torch.ones(n, S, dtype=torch.bool, device=device)
+        slate_mask = torch.ones(n, T, dtype=torch.bool, device=device)
+        utility = value_model.utility(user, items)
+    if config.initial_noise is None:
+        # The upstream ranker's order: random, as in the founding experiment. The displayed
+        # slate is its top T, so a random T-subset in random order. Padding ranks last.
+        keys = random_keys if not variable else random_keys.masked_fill(~mask, 2.0)
+        initial_order = keys.argsort(dim=1)
+    else:
+        # An informative upstream ranker: the list's standardised true utility plus noise.
+        real = mask.to(utility.dtype)
+        count = real.sum(dim=1, keepdim=True)
+        mean = (utility * real).sum(dim=1, keepdim=True) / count
+        std = ((((utility - mean) * real) ** 2).sum(dim=1, keepdim=True) / count).sqrt()
+        z = (utility - mean) / torch.where(std > 0, std, torch.ones_like(std))
+        noise = torch.randn(n, S, generator=g, device=device)
+        keys = (z + config.initial_noise * noise).masked_fill(~mask, float("-inf"))
+        initial_order = keys.argsort(dim=1, descending=True, stable=True)
     slate = initial_order[:, :T]
-    utility = value_model.utility(user, items)
-    best = utility.gather(1, slate).argmax(dim=1)
-    clicks = torch.zeros(n, T, device=device)
-    clicks[torch.arange(n, device=device), best] = 1.0
-    inputs = SlateBatch(
-        user=user,
-        items=items,
-        mask=torch.ones(n, S, dtype=torch.bool, device=device),
-        positions=initial_order.argsort(dim=1),
-    )
-    return SlateData(inputs, slate, clicks, utility)
+    slate_utility = utility.gather(1, slate)
+    graded = None
+    if thresholds is not None:
+        graded = grades(slate_utility, thresholds).masked_fill(~slate_mask, 0.0)
+    if config.labels == "graded":
+        labels = graded
+    else:
+        labels = simulate_clicks(config.click_model, slate_utility, graded, slate_mask, config.eta, g)
+    inputs = SlateBatch(user=user, items=items, mask=mask, positions=initial_order.argsort(dim=1))
+    return SlateData(inputs, slate, labels, utility, slate_mask)
+
+
+def grade_thresholds(config: WorkloadConfig, value_model: HiddenValueModel, seed: int) -> torch.Tensor:
+    """Utility quantiles (GRADE_QUANTILES) of the world's candidates, from a calibration draw.
+
+    The draw has its own stream, so the thresholds (and every split's grades) do not depend
+    on the split sizes.
+    """
+    device = value_model.weight.device
+    g = torch.Generator(device=device).manual_seed(_calibration_seed(seed))
+    S, U, F = config.candidates, config.user_dim, config.item_dim
+    user = torch.randn(CALIBRATION_LISTS, U, generator=g, device=device)
+    items = torch.randn(CALIBRATION_LISTS, S, F, generator=g, device=device)
+    items[:, :, -1] = items[:, :, :-1].sum(dim=-1)
+    utility = value_model.utility(user, items).flatten()
+    return torch.quantile(utility, torch.tensor(GRADE_QUANTILES, device=device, dtype=utility.dtype))
+
+
+def needs_grades(config: WorkloadConfig) -> bool:
+    return config.labels == "graded" or config.click_model != "best"
 
 
 @dataclass(frozen=True)
@@ -115,7 +273,26 @@ class Workload:
     train: SlateData
     valid: SlateData
     test: SlateData
-    value_model: HiddenValueModel
+    value_model: HiddenValueModel | None = None  # None for real (LETOR) data
+    source: str = "synthetic"
+    info: dict | None = None  # what was loaded (files, fitted initial ranker); recorded with the results
+
+    def describe(self) -> dict:
+        """Sizes of what the cell actually used (goes into the record's ``data``)."""
+        test = self.test
+        return {
+            "source": self.source,
+            "train_lists": len(self.train),
+            "valid_lists": len(self.valid),
+            "test_lists": len(test),
+            "user_dim": test.inputs.user.shape[1],
+            "item_dim": test.inputs.items.shape[2],
+            "candidates": test.inputs.items.shape[1],
+            "slate_length": test.slate.shape[1],
+            "mean_displayed": test.slate_mask.sum(dim=1).double().mean().item(),
+            "mean_clicks_or_relevant": (test.labels > 0).sum(dim=1).double().mean().item(),
+            **(self.info or {}),
+        }
 
 
 @torch.no_grad()
@@ -123,10 +300,20 @@ def generate(config: WorkloadConfig, seed: int, device: torch.device | str = "cp
     """All three splits, fully determined by ``config``, ``seed`` and the device type."""
     g = torch.Generator(device=device).manual_seed(seed)
     value_model = HiddenValueModel.create(config.user_dim, config.item_dim, g)
+    thresholds = grade_thresholds(config, value_model, seed) if needs_grades(config) else None
     sizes = {
         "train": config.batch_size * config.batches,
         "valid": config.valid_slates,
         "test": config.test_slates,
     }
-    splits = {s: generate_split(config, value_model, n, seed, s) for s, n in sizes.items()}
+    splits = {s: generate_split(config, value_model, n, seed, s, thresholds) for s, n in sizes.items()}
     return Workload(value_model=value_model, **splits)
+
+
+def load_workload(config: WorkloadConfig, seed: int, device: torch.device | str = "cpu") -> Workload:
+    """The cell's data: the synthetic world, or LETOR files (parsed once, cached next to them)."""
+    if config.data == "letor":
+        from bench.letor import load_letor
+
+        return load_letor(config, seed, device)
+    return generate(config, seed, device)

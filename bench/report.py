@@ -13,8 +13,9 @@ from bench.records import RECORDS_FILE, load_records, unpack_bits
 from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
 
 REPORT_FILE = "report.md"
-AXIS_COLUMNS = ["batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
+AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
 AXIS_LABELS = {
+    "loss": "loss",
     "batch_size": "batch size",
     "slate_length": "slate length T",
     "candidates": "candidates S",
@@ -39,7 +40,8 @@ REFERENCE_MODELS = {
 
 def _hits(record: dict[str, Any]) -> np.ndarray | None:
     packed = record.get("per_slate", {}).get("slate_hits")
-    count = record.get("metrics", {}).get("test_slates")
+    metrics = record.get("metrics", {})
+    count = metrics.get("judged_slates", metrics.get("test_slates"))  # hits are kept for judged slates
     return unpack_bits(packed, count) if packed and count else None
 
 
@@ -57,7 +59,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": config["device"],
             # cells that differ only in model and seed share a point
             "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
-            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS},
+            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS if axis != "loss"},
+            "loss": config["train"]["loss"],
             **r.get("metrics", {}),
             **x,
         }
@@ -69,11 +72,16 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def metric_names(frame: pd.DataFrame) -> list[str]:
     """Quality metrics present in the records, in a stable reading order."""
-    first = ["slate_acc", "total_acc"]
+    first = ["slate_acc", "total_acc", "mrr", "regret"]
     names = set()
     for record in frame["_record"]:
         names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float))
-    return [m for m in first if m in names] + sorted(names - set(first))
+
+    def order(name: str) -> tuple[str, int]:
+        family, _, k = name.partition("@")
+        return family, int(k) if k.isdigit() else 0
+
+    return [m for m in first if m in names] + sorted(names - set(first), key=order)
 
 
 def _fmt(value: Any, decimals: int | None = None) -> str:
@@ -113,7 +121,9 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         return math.nan, math.nan, note or _status_text(group)
     values = ok[column].dropna().tolist()
     if len(values) == 1 and column == "slate_acc":
-        return values[0], binomial_interval(values[0], int(ok["test_slates"].iloc[0])), note
+        judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
+        slates = int(ok["test_slates"].iloc[0] if pd.isna(judged) else judged)
+        return values[0], binomial_interval(values[0], slates), note
     mean, half = mean_interval(values)
     return mean, half, note
 
@@ -139,10 +149,39 @@ def _memory_header(frame: pd.DataFrame) -> str:
     return "CUDA peak allocated, training (MiB)" if (frame["device"] == "cuda").any() else "peak RSS (MiB)"
 
 
+def headline_metrics(frame: pd.DataFrame) -> list[str]:
+    """The overview's quality columns: slate_acc, total_acc, ndcg and map at the largest k <= 5, mrr, regret."""
+    names = metric_names(frame)
+
+    def at_most_5(prefix: str) -> list[str]:
+        ks = [int(n.split("@")[1]) for n in names if n.startswith(prefix + "@")]
+        small = [k for k in ks if k <= 5]
+        return [f"{prefix}@{max(small)}"] if small else []
+
+    return (
+        [n for n in ("slate_acc", "total_acc") if n in names]
+        + at_most_5("ndcg")
+        + at_most_5("map")
+        + [n for n in ("mrr", "regret") if n in names]
+    )
+
+
+def ranking_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every quality metric of every model, mean (± 95% CI over seeds when there are several)."""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        row: dict[str, Any] = {"model": model}
+        for metric in metric_names(frame):
+            mean, half, note = summarize(group, metric)
+            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Models as rows at one point, every metric as mean (± 95% CI over seeds)."""
+    """Models as rows at one point: headline metrics as mean (± 95% CI), speed and memory."""
     base = frame[frame["model"] == baseline]
-    metrics = metric_names(frame)
+    metrics = headline_metrics(frame)
     memory = _memory_header(frame)
     rows = []
     for model, group in frame.groupby("model", sort=False):
@@ -178,7 +217,8 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
-    return {axis: frame[axis].min() for axis in axes}
+    """Each swept axis at its smallest value (the founding kl loss, when it is among the losses)."""
+    return {axis: "kl" if axis == "loss" and "kl" in set(frame[axis]) else frame[axis].min() for axis in axes}
 
 
 def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
@@ -316,21 +356,44 @@ def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = 
     c = record["config"]
     w, t = dict(c["workload"]), c["train"]
     w.update(axes_fixed or {})
+    if w.get("data", "synthetic") == "letor":
+        d = record.get("data") or {}
+        data = (
+            f"LETOR data {w.get('data_path')}: {d.get('train_lists', '?')} / {d.get('valid_lists', '?')} / "
+            f"{d.get('test_lists', '?')} train / valid / test queries, {d.get('item_dim', '?')} feature columns; "
+            f"initial ranker {w.get('initial_ranker')}, labels {w.get('labels')}"
+        )
+    else:
+        noise = w.get("initial_noise")
+        parts = [f"slate lengths {w['slate_min']}..{w['slate_length']}"] if w.get("slate_min") else []
+        parts.append("initial order random" if noise is None else f"initial order by utility + noise {noise:g}")
+        click_model = w.get("click_model", "best")
+        parts.append(f"{click_model} clicks" + (f" (eta {w.get('eta')})" if click_model == "position-biased" else ""))
+        parts.append(f"labels {w.get('labels', 'clicks')}")
+        data = "synthetic: " + ", ".join(parts)
     return (
-        f"batch {w['batch_size']} x {w['batches']} batches x {t['epochs']} epochs; {w['candidates']} candidates, "
-        f"slate {w['slate_length']}; user dim {w['user_dim']}, item dim {w['item_dim']}; test {w['test_slates']} "
-        f"slates; loss {t['loss']}, lr {t['lr']}; device {c['device']}, {c['precision']}"
+        f"{data}; batch {w['batch_size']} x {w['batches']} batches x {t['epochs']} epochs; {w['candidates']} "
+        f"candidates, slate {w['slate_length']}; user dim {w['user_dim']}, item dim {w['item_dim']}; test "
+        f"{w['test_slates']} slates; loss {t['loss']}, lr {t['lr']}; device {c['device']}, {c['precision']}"
+        + (", compiled" if c.get("compile") else "")
     )
 
 
 HOW_TO_READ = """\
 ## How to read this
 
-- **slate_acc**: share of test slates whose highest-scored *displayed* item is the clicked one (the founding
-  blog's metric). **total_acc**: the highest-scored item over the *whole candidate list* is the clicked one
-  (undisplayed candidates are never clicked, so it is capped well below 1). **ndcg@k**: NDCG of the displayed
-  slate in the model's order, linear gain = true utility minus the slate's lowest true utility, discount
-  1/log2(rank+1), 0 for a slate with no gain to earn. **mrr**: mean reciprocal rank of the clicked item.
+- **slate_acc**: share of judged test slates whose highest-scored *displayed* item carries the slate's highest
+  label (with the founding one-click data: is the clicked item; the founding blog's metric). A slate is *judged*
+  when a displayed item is relevant (label > 0); label-based metrics average over judged slates.
+  **total_acc**: the highest-scored item over the *whole candidate list* is such an item (undisplayed
+  candidates carry no label, so it is capped well below 1). **mrr**: mean reciprocal rank of the best-ranked
+  relevant item. **map@k**: AP@k = Σ precision@i at the relevant items of the top k / min(#relevant, k).
+  **precision@k**: relevant items in the top k / min(k, slate length).
+- **ndcg@k**: NDCG of the displayed slate in the model's order, discount 1/log2(rank+1), 0 for a slate with no
+  gain to earn; on synthetic data the linear gain is the true utility minus the slate's lowest (every slate
+  counts), on LETOR data the relevance grade. **label_ndcg@k** (synthetic): the same with the labels (clicks
+  or grades) as gains, over judged slates. **regret**: true utility of the best displayed item minus that of
+  the model's top displayed item, mean over all test slates (LETOR: in relevance grades).
 - **Intervals** are 95%. With one seed, slate_acc's interval is the normal-approximation binomial interval over
   test slates; with several seeds, every metric is the mean over seeds ± the Student-t interval of that mean.
 - **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. One seed:
@@ -384,6 +447,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         if axes:
             lines += ["(the sweep's reference point: every swept axis at its smallest value)", ""]
         lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
+        lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
         lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]

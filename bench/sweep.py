@@ -23,6 +23,7 @@ AXES: dict[str, type] = {
     "candidates": int,
     "user_dim": int,
     "item_dim": int,
+    "loss": str,
     "seed": int,
 }
 # Single-valued settings a sweep file or the CLI may give.
@@ -48,6 +49,14 @@ SCALARS: dict[str, type] = {
     "retries": int,
     "baseline": str,
     "model_arg": list,
+    "slate_min": int,
+    "initial_noise": str,
+    "click_model": str,
+    "eta": float,
+    "labels": str,
+    "data": str,
+    "data_path": str,
+    "initial_ranker": str,
 }
 FILE_KEYS = {"models", *AXES, *SCALARS} - {"model"}
 
@@ -91,6 +100,17 @@ def _parse_model_args(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def noise_level(value: Any) -> float | None:
+    """``initial_noise``: a number >= 0, or inf (stored as None: the founding random order)."""
+    if value is None:
+        return None
+    try:
+        level = float(value)
+    except ValueError:
+        raise ConfigError(f"initial-noise must be a number or inf, got {value!r}") from None
+    return None if level == float("inf") else level
+
+
 def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     """Every cell of the sweep described by merged ``settings``, validated."""
     from rerankers import get_spec, list_models
@@ -107,6 +127,14 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
         device=settings.get("device"),
         precision=settings.get("precision"),
         compile=settings.get("compile"),
+        slate_min=settings.get("slate_min"),
+        initial_noise=noise_level(settings.get("initial_noise")),
+        click_model=settings.get("click_model"),
+        eta=settings.get("eta"),
+        labels=settings.get("labels"),
+        data=settings.get("data"),
+        data_path=settings.get("data_path"),
+        initial_ranker=settings.get("initial_ranker"),
     )
     models = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
     seeds = settings.get("seeds", 1)
@@ -116,6 +144,7 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     axes: dict[str, list[Any]] = {"model": models, "seed": list(range(first_seed, first_seed + seeds))}
     for name in ("batch_size", "slate_length", "user_dim", "item_dim"):
         axes[name] = parse_list(settings.get(name, getattr(base.workload, name)), AXES[name], name)
+    axes["loss"] = parse_list(settings.get("loss", base.train.loss), str, "loss")
     explicit_candidates = settings.get("candidates")
     ratio = float(settings.get("candidate_ratio") or base.workload.candidates / base.workload.slate_length)
     if ratio < 1:
@@ -132,8 +161,9 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
 
     candidate_lists = parse_list(explicit_candidates, int, "candidates") if explicit_candidates is not None else [None]
     cells = []
-    for model, batch_size, slate, user_dim, item_dim, seed, candidates in itertools.product(
+    for model, loss, batch_size, slate, user_dim, item_dim, seed, candidates in itertools.product(
         axes["model"],
+        axes["loss"],
         axes["batch_size"],
         axes["slate_length"],
         axes["user_dim"],
@@ -150,15 +180,9 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
             user_dim=user_dim,
             item_dim=item_dim,
             seed=seed,
+            loss=loss,
             model_kwargs={k: v for k, v in model_options.items() if k in accepted},
         )
         validate(cell)
         cells.append(cell)
     return cells
-
-
-def varying_axes(cells: list[CellConfig]) -> list[str]:
-    """Workload axes that take more than one value among ``cells``."""
-    return [
-        name for name in AXES if name not in ("model", "seed") and len({getattr(c.workload, name) for c in cells}) > 1
-    ]

@@ -12,8 +12,8 @@ from torch import nn
 
 from bench.config import TrainConfig
 from bench.data import SlateData
-from bench.losses import LOSSES
-from bench.metrics import slate_hits
+from bench.losses import get_loss
+from bench.metrics import judged, slate_hits
 
 EpochCallback = Callable[[int, float, float], None]  # epoch (1-based), train loss, valid slate_acc
 
@@ -67,11 +67,18 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def train_step(model: nn.Module, batch: SlateData, optimizer: torch.optim.Optimizer, loss_fn) -> torch.Tensor:
     """One optimisation step on the displayed slates' scores; returns the loss, still on the device."""
     _, scores = slate_scores(model, batch)
-    loss = loss_fn(scores, batch.clicks)
+    loss = loss_fn(scores, batch.labels, batch.slate_mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def valid_slate_acc(model: nn.Module, data: SlateData, batch_size: int) -> float:
+    """slate_acc over the judged slates (those with a relevant displayed item)."""
+    scores = score_split(model, data, batch_size).gather(1, data.slate)
+    hits = slate_hits(scores, data.labels, data.slate_mask)
+    return hits[judged(data.labels, data.slate_mask)].float().mean().item()
 
 
 def train(
@@ -83,7 +90,7 @@ def train(
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     device = next(model.parameters()).device
-    loss_fn = LOSSES[config.loss]
+    loss_fn = get_loss(config.loss)
     optimizer = make_optimizer(model, config)
     result = TrainResult()
     batches = list(train_data.batches(batch_size))
@@ -104,8 +111,7 @@ def train(
         result.steady_samples += sum(len(b) for i, b in enumerate(batches) if epoch > 0 or i >= warmup)
         if not math.isfinite(epoch_loss):
             raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
-        valid_scores = score_split(model, valid_data, batch_size).gather(1, valid_data.slate)
-        valid_acc = slate_hits(valid_scores, valid_data.clicks).float().mean().item()
+        valid_acc = valid_slate_acc(model, valid_data, batch_size)
         result.train_loss.append(epoch_loss)
         result.valid_slate_acc.append(valid_acc)
         if on_epoch is not None:

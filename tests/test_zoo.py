@@ -80,9 +80,9 @@ def test_baseline_cells_train_nothing(smoke_cell, name):
 
 
 def test_oracle_on_a_workload_without_utilities_fails_clearly(smoke_cell, monkeypatch):
-    real_generate = cell_module.generate
+    real_load = cell_module.load_workload
     monkeypatch.setattr(
-        cell_module, "generate", lambda *a, **k: dataclasses.replace(real_generate(*a, **k), value_model=None)
+        cell_module, "load_workload", lambda *a, **k: dataclasses.replace(real_load(*a, **k), value_model=None)
     )
     record = cell_module.run_cell(smoke_cell("oracle", model_kwargs={}))
     assert record["status"] == "failed" and "needs true utilities" in record["error"]

@@ -1,0 +1,190 @@
+"""Position ablation: does a model's initial-rank embedding help on position-biased clicks?
+
+Runs each model spec WITH and WITHOUT its position information on the same workloads and
+seeds (same data, same initialisation of the shared weights), with position-biased clicks
+and an informative initial ranker, then writes the usual records + report.md (the report's
+paired Δ slate_acc column compares each section's models with the no-position variant)
+and prints a per-seed summary.
+
+A spec is ``name`` or ``name:key=value,key=value`` (model options). Each spec is registered
+under its own display name at run time, so the report tells the variants apart; cells run
+in this process (``--isolation none`` is implied).
+
+By default it compares ``pos-transformer``, defined here (the founding transformer plus a
+learned embedding of each item's rank in the initial order, added to its input embedding),
+with the same model with ``use_position=false``. With the model zoo's PRM:
+
+    python benchmarks/position_ablation.py --with-position prm --without-position prm:position_embedding=false
+
+    python benchmarks/position_ablation.py --seeds 0,1,2 --epochs 3 --initial-noise 0.5 --eta 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.config import CellConfig, profile, validate, with_overrides
+from bench.records import load_records, unpack_bits
+from bench.report import write_report
+from bench.runner import run_cells
+from bench.stats import paired_slates
+from rerankers import SlateBatch, get_spec, mask_padding, model_names, register, user_item_features
+
+
+class PositionTransformer(nn.Module):
+    """Founding transformer plus a learned embedding of each item's initial rank (use_position)."""
+
+    def __init__(
+        self,
+        user_dim: int,
+        item_dim: int,
+        d_model: int = 512,
+        nhead: int = 2,
+        dim_feedforward: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        use_position: bool = True,
+        max_positions: int = 64,
+    ) -> None:
+        super().__init__()
+        self.linear = nn.Linear(user_dim + item_dim, d_model)
+        # Built in both variants, so that every other weight starts identical for a given seed.
+        self.position = nn.Embedding(max_positions, d_model)
+        self.use_position = use_position
+        self.max_positions = max_positions
+        layer = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout, activation="relu", batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+        self.score = nn.Sequential(nn.ReLU(), nn.Linear(d_model, 1))
+
+    def forward(self, batch: SlateBatch) -> torch.Tensor:
+        hidden = self.linear(user_item_features(batch))
+        if self.use_position:
+            ranks = batch.positions.clamp(0, self.max_positions - 1).masked_fill(~batch.mask, 0)
+            hidden = hidden + self.position(ranks)
+        hidden = self.encoder(torch.relu(hidden), src_key_padding_mask=~batch.mask)
+        return mask_padding(self.score(hidden).squeeze(-1), batch.mask)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def register_spec(spec: str) -> str:
+    """Register ``name:key=value,...`` under that display name; returns the name to run."""
+    name, _, options = spec.partition(":")
+    if not options:
+        get_spec(name)  # unknown names fail here, with suggestions
+        return name
+    kwargs = {}
+    for item in options.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: bad model option {item!r} in {spec!r} (expected key=value)")
+        kwargs[key.strip()] = _value(value.strip())
+    base = get_spec(name)
+    display = f"{name}[{','.join(f'{k}={v}' for k, v in kwargs.items())}]"
+    if display not in model_names():
+        factory = functools.partial(base.factory, **kwargs)
+        functools.update_wrapper(factory, base.factory)
+        register(display, description=f"{base.description} ({', '.join(kwargs)} set)")(factory)
+    return display
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--with-position", default="pos-transformer")
+    parser.add_argument("--without-position", default="pos-transformer:use_position=false")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--initial-noise", type=float, default=0.5, help="std of the initial ranker's noise")
+    parser.add_argument("--eta", type=float, default=0.2, help="position bias: examination 1/rank^eta")
+    parser.add_argument("--click-model", default="position-biased")
+    parser.add_argument("--labels", default="clicks")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--run-id", default="position-ablation")
+    args = parser.parse_args()
+
+    if "pos-transformer" not in model_names():
+        register("pos-transformer")(PositionTransformer)
+    with_name, without_name = register_spec(args.with_position), register_spec(args.without_position)
+    settings = profile(args.profile)
+    options = settings.pop("model_kwargs", {})
+    cells = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name in (with_name, without_name):
+            accepted = get_spec(name).options()
+            cell = with_overrides(
+                CellConfig(model=name, **settings),
+                epochs=args.epochs,
+                seed=seed,
+                initial_noise=args.initial_noise,
+                eta=args.eta,
+                click_model=args.click_model,
+                labels=args.labels,
+                model_kwargs={k: v for k, v in options.items() if k in accepted},
+            )
+            validate(cell)
+            cells.append(cell)
+    run_dir = args.out / args.run_id
+
+    def done(record: dict) -> None:
+        m = record["metrics"]
+        acc = f"slate_acc {m['slate_acc']:.4f}" if record["status"] == "ok" else record["error"]
+        print(f"seed {record['config']['seed']} {record['model']:<40} {record['status']} {acc}", file=sys.stderr)
+
+    run_cells(cells, run_dir, "none", on_done=done)
+    report = write_report(run_dir, baseline=without_name)
+
+    keys = {c.key() for c in cells}
+    records = {
+        (r["config"]["seed"], r["model"]): r for r in load_records(run_dir / "records.jsonl") if r["key"] in keys
+    }
+    columns = ("slate_acc", "ndcg@5", "map@5", "regret", "label_ndcg@5")
+    print(f"\n{args.click_model} clicks (eta {args.eta}), initial noise {args.initial_noise}, profile {args.profile}")
+    print(f"with: {with_name}; without: {without_name}\n")
+    print(
+        "| seed | "
+        + " | ".join(f"{c} with / without" for c in columns)
+        + " | Δ slate_acc (paired 95% CI) | judged slates |"
+    )
+    print("|---" * (len(columns) + 3) + "|")
+    deltas: dict[str, list[float]] = {c: [] for c in columns}
+    for seed in sorted({s for s, _ in records}):
+        a, b = records.get((seed, with_name)), records.get((seed, without_name))
+        if not a or not b or a["status"] != "ok" or b["status"] != "ok":
+            print(f"| {seed} | (failed) |")
+            continue
+        ma, mb = a["metrics"], b["metrics"]
+        n = ma["judged_slates"]
+        hits_a = unpack_bits(a["per_slate"]["slate_hits"], n)
+        hits_b = unpack_bits(b["per_slate"]["slate_hits"], n)
+        delta, half, _ = paired_slates(hits_a, hits_b)
+        for c in columns:
+            deltas[c].append(ma[c] - mb[c])
+        cells_text = " | ".join(f"{ma[c]:.4f} / {mb[c]:.4f}" for c in columns)
+        print(f"| {seed} | {cells_text} | {delta:+.4f} ± {half:.4f} | {n} |")
+    if deltas["slate_acc"]:
+        means = " | ".join(f"Δ {statistics.mean(v):+.4f}" for v in deltas.values())
+        print(f"| mean | {means} | | |")
+        wins = int(np.sum(np.array(deltas["slate_acc"]) > 0))
+        print(f"\nwith-position wins slate_acc on {wins} of {len(deltas['slate_acc'])} seeds")
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()
