@@ -90,7 +90,11 @@ def _cache_path() -> Path:
 
 
 def cpu_peak_flops(precision: str, cpu_name: str) -> float:
-    """Best matmul FLOP/s of this CPU at the current thread count, measured once and cached."""
+    """Best matmul FLOP/s of this CPU at the current thread count, measured once and cached.
+
+    A probe taken while other work loads the CPU reads low (and MFU then high): delete the cache
+    file (``$RERANK_BENCH_CACHE/peak_flops.json``, default ``~/.cache/rerank-bench``) to probe again.
+    """
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     key = f"{cpu_name}|threads={torch.get_num_threads()}|{dtype}"
     path = _cache_path()
@@ -100,12 +104,12 @@ def cpu_peak_flops(precision: str, cpu_name: str) -> float:
         cache = {}
     if key in cache:
         return float(cache[key])
-    n = 1024
+    n = 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
-    for _ in range(10):
+    for _ in range(20):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
@@ -135,7 +139,7 @@ def _data_sheet_label(device_name: str) -> str | None:
 def peak_flops(device: torch.device, precision: str, device_name: str) -> tuple[float | None, str]:
     """The device's peak FLOP/s for ``precision`` and where the figure comes from."""
     if device.type == "cpu":
-        return cpu_peak_flops(precision, device_name), "CPU matmul probe (1024x1024, best of 10, cached)"
+        return cpu_peak_flops(precision, device_name), "CPU matmul probe (2048x2048, best of 20, cached)"
     label = _data_sheet_label(device_name)
     if label is None:
         return None, f"no peak known for {device_name}"
