@@ -59,6 +59,11 @@ SCALARS: dict[str, type] = {
     "initial_ranker": str,
 }
 FILE_KEYS = {"models", *AXES, *SCALARS} - {"model"}
+# Single-valued settings that are fields of the cell config, as they are (initial_noise is parsed).
+CELL_SETTINGS = (
+    "batches", "epochs", "valid_slates", "test_slates", "threads", "device", "precision", "compile",
+    "slate_min", "click_model", "eta", "labels", "data", "data_path", "initial_ranker",
+)  # fmt: skip
 
 
 def parse_list(value: Any, kind: type, name: str) -> list[Any]:
@@ -119,22 +124,8 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     base = CellConfig(model="", **{k: v for k, v in preset.items() if k != "model_kwargs"})
     base = with_overrides(
         base,
-        batches=settings.get("batches"),
-        epochs=settings.get("epochs"),
-        valid_slates=settings.get("valid_slates"),
-        test_slates=settings.get("test_slates"),
-        threads=settings.get("threads"),
-        device=settings.get("device"),
-        precision=settings.get("precision"),
-        compile=settings.get("compile"),
-        slate_min=settings.get("slate_min"),
+        **{name: settings.get(name) for name in CELL_SETTINGS},
         initial_noise=noise_level(settings.get("initial_noise")),
-        click_model=settings.get("click_model"),
-        eta=settings.get("eta"),
-        labels=settings.get("labels"),
-        data=settings.get("data"),
-        data_path=settings.get("data_path"),
-        initial_ranker=settings.get("initial_ranker"),
     )
     models = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
     seeds = settings.get("seeds", 1)

@@ -54,8 +54,11 @@ def batches():
 
 def _model(name: str = "transformer") -> nn.Module:
     torch.manual_seed(0)
-    accepted = rerankers.get_spec(name).options()
-    return rerankers.build_model(name, user_dim=7, item_dim=10, **{k: v for k, v in OPTIONS.items() if k in accepted})
+    spec = rerankers.get_spec(name)
+    options = {k: v for k, v in OPTIONS.items() if k in spec.options()}
+    if spec.needs_utility:  # the oracle scores with the hidden value model
+        options["utility_fn"] = HiddenValueModel.create(7, 10, torch.Generator().manual_seed(0)).score
+    return rerankers.build_model(name, user_dim=7, item_dim=10, **options)
 
 
 @pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs bare loop")
