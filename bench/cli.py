@@ -201,6 +201,7 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
     rows = [
         (
             c.model,
+            c.train.loss,
             c.seed,
             c.workload.batch_size,
             c.workload.slate_length,
@@ -212,7 +213,7 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
         )
         for c in cells
     ]
-    headers = ["model", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
+    headers = ["model", "loss", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
     typer.echo(tabulate(rows, headers=headers))
     typer.echo(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already recorded in {run_dir}")
 

@@ -447,7 +447,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
     if at_reference["point"].nunique() == 1:
         lines += [f"## Overview: {_describe_point(at_reference['_record'].iloc[0])}", ""]
         if axes:
-            lines += ["(the sweep's reference point: every swept axis at its smallest value)", ""]
+            lines += ["(the sweep's reference point: each swept axis at its smallest value; a swept loss at kl)", ""]
         lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
         lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
