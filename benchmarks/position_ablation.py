@@ -1,7 +1,7 @@
 """Position ablation: does a model's initial-rank embedding help on position-biased clicks?
 
 Runs each model spec WITH and WITHOUT its position information on the same workloads and
-seeds (same data, same initialisation of the shared weights), with position-biased clicks
+seeds (same data, same seeds), with position-biased clicks
 and an informative initial ranker, then writes the usual records + report.md (the report's
 paired Δ slate_acc column compares each section's models with the no-position variant)
 and prints a per-seed summary.
@@ -10,13 +10,9 @@ A spec is ``name`` or ``name:key=value,key=value`` (model options). Each spec is
 under its own display name at run time, so the report tells the variants apart; cells run
 in this process (``--isolation none`` is implied).
 
-By default it compares ``pos-transformer``, defined here (the founding transformer plus a
-learned embedding of each item's rank in the initial order, added to its input embedding),
-with the same model with ``use_position=false``. With the model zoo's PRM:
+By default it compares ``prm`` with ``prm:position_embedding=false`` (the paper's ablation):
 
-    python benchmarks/position_ablation.py --with-position prm --without-position prm:position_embedding=false
-
-    python benchmarks/position_ablation.py --seeds 0,1,2 --epochs 3 --initial-noise 0.5 --eta 0.2
+    python benchmarks/position_ablation.py --seeds 0,1,2 --initial-noise 0.5 --eta 0.2 --out results/reference
 """
 
 from __future__ import annotations
@@ -29,51 +25,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from bench.config import CellConfig, profile, validate, with_overrides
 from bench.records import load_records, unpack_bits
 from bench.report import write_report
 from bench.runner import run_cells
 from bench.stats import paired_slates
-from rerankers import SlateBatch, get_spec, mask_padding, model_names, register, user_item_features
-
-
-class PositionTransformer(nn.Module):
-    """Founding transformer plus a learned embedding of each item's initial rank (use_position)."""
-
-    def __init__(
-        self,
-        user_dim: int,
-        item_dim: int,
-        d_model: int = 512,
-        nhead: int = 2,
-        dim_feedforward: int = 512,
-        num_layers: int = 2,
-        dropout: float = 0.1,
-        use_position: bool = True,
-        max_positions: int = 64,
-    ) -> None:
-        super().__init__()
-        self.linear = nn.Linear(user_dim + item_dim, d_model)
-        # Built in both variants, so that every other weight starts identical for a given seed.
-        self.position = nn.Embedding(max_positions, d_model)
-        self.use_position = use_position
-        self.max_positions = max_positions
-        layer = nn.TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward, dropout, activation="relu", batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
-        self.score = nn.Sequential(nn.ReLU(), nn.Linear(d_model, 1))
-
-    def forward(self, batch: SlateBatch) -> torch.Tensor:
-        hidden = self.linear(user_item_features(batch))
-        if self.use_position:
-            ranks = batch.positions.clamp(0, self.max_positions - 1).masked_fill(~batch.mask, 0)
-            hidden = hidden + self.position(ranks)
-        hidden = self.encoder(torch.relu(hidden), src_key_padding_mask=~batch.mask)
-        return mask_padding(self.score(hidden).squeeze(-1), batch.mask)
+from rerankers import get_spec, model_names, register
 
 
 def _value(text: str):
@@ -106,8 +64,8 @@ def register_spec(spec: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--with-position", default="pos-transformer")
-    parser.add_argument("--without-position", default="pos-transformer:use_position=false")
+    parser.add_argument("--with-position", default="prm")
+    parser.add_argument("--without-position", default="prm:position_embedding=false")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--epochs", type=int, default=None)
@@ -119,8 +77,6 @@ def main() -> None:
     parser.add_argument("--run-id", default="position-ablation")
     args = parser.parse_args()
 
-    if "pos-transformer" not in model_names():
-        register("pos-transformer")(PositionTransformer)
     with_name, without_name = register_spec(args.with_position), register_spec(args.without_position)
     settings = profile(args.profile)
     options = settings.pop("model_kwargs", {})
