@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 from bench.cell import evaluate
-from bench.config import CellConfig, profile, validate, with_overrides
+from bench.config import CellConfig
 from bench.data import load_workload
 from bench.losses import loss_names
 from bench.records import load_records
 from bench.report import write_report
 from bench.runner import run_cells
-from rerankers import get_spec
+from bench.sweep import build_cells
 
 COLUMNS = ("slate_acc", "ndcg@5", "map@5", "regret")
 
@@ -59,8 +59,6 @@ def main() -> None:
     args = parser.parse_args()
     losses = loss_names() if args.losses == "all" else args.losses.split(",")
     models = args.models.split(",")
-    settings = profile(args.profile)
-    options = settings.pop("model_kwargs", {})
     overrides = {}
     for item in args.workload:
         key, _, value = item.partition("=")
@@ -68,19 +66,10 @@ def main() -> None:
     results: dict[tuple[str, str], dict] = {}
     base = None
     for loss in losses:
-        cells = []
-        for model in models:
-            accepted = get_spec(model).options()
-            cell = with_overrides(
-                CellConfig(model=model, **settings),
-                epochs=args.epochs,
-                loss=loss,
-                seed=args.seed,
-                model_kwargs={k: v for k, v in options.items() if k in accepted},
-                **overrides,
-            )
-            validate(cell)
-            cells.append(cell)
+        settings = {"profile": args.profile, "models": models, "loss": loss, "seed": args.seed, **overrides}
+        if args.epochs is not None:
+            settings["epochs"] = args.epochs
+        cells = build_cells(settings)
         base = cells[0]
         run_dir = args.out / loss
         run_cells(
@@ -111,7 +100,7 @@ def main() -> None:
     caption = (
         f"Profile {args.profile}: batch {w.batch_size} x {w.batches} batches x {t.epochs} epochs, "
         f"{w.candidates} candidates, slate {w.slate_length}, click model {w.click_model}, labels {w.labels}, "
-        f"test {w.test_slates} slates, seed {base.seed}; model options {options}."
+        f"test {w.test_slates} slates, seed {base.seed}; model options {base.model_kwargs}."
     )
     text = caption + "\n\n" + "\n".join(lines) + "\n"
     (args.out / "losses.md").write_text(text)

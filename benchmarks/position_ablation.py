@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.config import CellConfig, profile, validate, with_overrides
 from bench.records import load_records, unpack_bits
 from bench.report import write_report
 from bench.runner import run_cells
 from bench.stats import paired_slates
+from bench.sweep import build_cells
 from rerankers import get_spec, model_names, register
 
 
@@ -54,7 +54,7 @@ def register_spec(spec: str) -> str:
             raise SystemExit(f"error: bad model option {item!r} in {spec!r} (expected key=value)")
         kwargs[key.strip()] = _value(value.strip())
     base = get_spec(name)
-    display = f"{name}[{','.join(f'{k}={v}' for k, v in kwargs.items())}]"
+    display = f"{name}[{';'.join(f'{k}={v}' for k, v in kwargs.items())}]"  # no comma: names are listed with commas
     if display not in model_names():
         factory = functools.partial(base.factory, **kwargs)
         functools.update_wrapper(factory, base.factory)
@@ -78,24 +78,20 @@ def main() -> None:
     args = parser.parse_args()
 
     with_name, without_name = register_spec(args.with_position), register_spec(args.without_position)
-    settings = profile(args.profile)
-    options = settings.pop("model_kwargs", {})
     cells = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for name in (with_name, without_name):
-            accepted = get_spec(name).options()
-            cell = with_overrides(
-                CellConfig(model=name, **settings),
-                epochs=args.epochs,
-                seed=seed,
-                initial_noise=args.initial_noise,
-                eta=args.eta,
-                click_model=args.click_model,
-                labels=args.labels,
-                model_kwargs={k: v for k, v in options.items() if k in accepted},
-            )
-            validate(cell)
-            cells.append(cell)
+        settings = {
+            "profile": args.profile,
+            "models": [with_name, without_name],
+            "seed": seed,
+            "initial_noise": args.initial_noise,
+            "eta": args.eta,
+            "click_model": args.click_model,
+            "labels": args.labels,
+        }
+        if args.epochs is not None:
+            settings["epochs"] = args.epochs
+        cells += build_cells(settings)
     run_dir = args.out / args.run_id
 
     def done(record: dict) -> None:

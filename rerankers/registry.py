@@ -130,6 +130,8 @@ def list_models(pattern: str = "all") -> list[str]:
             continue
         if part == "all":
             matches = names
+        elif part in names:  # an exact name first: names may hold glob characters, e.g. "prm[a=1]"
+            matches = [part]
         elif any(ch in part for ch in "*?["):
             matches = fnmatch.filter(names, part)
             if not matches:

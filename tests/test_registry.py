@@ -94,3 +94,8 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     finally:
         rerankers.unregister("from-plugin")
         sys.modules.pop("scratch_plugin", None)
+
+
+def test_an_exact_name_with_glob_characters_is_selected_as_itself(scratch_model):
+    scratch_model("scratch[a=1]")
+    assert rerankers.list_models("scratch[a=1],mlp") == ["scratch[a=1]", "mlp"]
