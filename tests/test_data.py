@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench.config import WorkloadConfig
-from bench.data import generate
+from bench.data import generate, inverse_permutation
 
 CONFIG = WorkloadConfig(
     batch_size=32, batches=4, candidates=8, slate_length=3, user_dim=5, item_dim=6, valid_slates=40, test_slates=50
@@ -89,3 +89,10 @@ def test_value_model_is_frozen_and_shared_across_splits():
     b = generate(WorkloadConfig(**{**CONFIG.__dict__, "test_slates": 7}), seed=3)
     assert torch.equal(a.value_model.weight, b.value_model.weight)
     assert not a.value_model.weight.requires_grad
+
+
+def test_inverse_permutation_equals_argsort():
+    order = torch.rand(500, 13, generator=torch.Generator().manual_seed(0)).argsort(dim=1)
+    inverse = inverse_permutation(order)
+    assert torch.equal(inverse, order.argsort(dim=1))
+    assert torch.equal(order.gather(1, inverse), torch.arange(13).expand(500, 13))
