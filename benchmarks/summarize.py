@@ -35,6 +35,21 @@ PAIRS = [
 ]
 
 
+READING = """
+Reading the figures:
+- Generator: both sides draw the same normals (about 438k per 4096 rows). `normals_only` draws just
+  those normals with `torch.randn` and nothing else: it is the floor for any generator built on
+  torch's CPU random numbers, so its ratio bounds what the harness's generator can reach on this
+  machine. The founding code's extra time is its per-row Python loops and torch's slow `std`.
+- Harness step vs bare loop: the same model on both sides; the difference is the harness's overhead.
+- Transformer vs the founding code: the same layers, shapes and fp32 arithmetic. The harness's
+  transformer draws its dropout masks from bulk random bits (`rerankers/dropout.py`); torch draws
+  one Mersenne-Twister number per element on CPUs where it does not use MKL (non-Intel), which was a
+  third of the founding step on this CPU. The GPU fast paths (bf16 autocast, fused Adam, no per-step
+  sync) are measured by the `seed` profile on a GPU.
+"""
+
+
 def main(path: str) -> None:
     data = json.loads(Path(path).read_text())
     by_name = {b["name"]: b for b in data["benchmarks"]}
@@ -59,14 +74,13 @@ def main(path: str) -> None:
             f">= {target:g}x | {'yes' if ratio >= target else 'NO'} |"
         )
     rows = by_name["test_generator_harness"]["extra_info"]["rows"]
-    for name in ("test_generator_harness", "test_generator_founding"):
-        print(f"\n{name}: {rows / by_name[name]['stats']['median']:,.0f} rows/s", end="")
-    print("\n\nReading the figures: the generator pair draws the same normals (about 438k per 4096 rows); on a")
-    print("small CPU the harness's time is mostly `torch.randn` itself, and the founding code's extra time is its")
-    print("per-row Python loops. The training pairs run the same arithmetic (same layers, same shapes, fp32), so")
-    print("parity is the expected result on a CPU; the harness's CPU speed-up is `--precision bf16` where the CPU")
-    print("has bf16 matmul units, and its GPU fast paths (bf16 autocast, fused Adam, no per-step sync) are")
-    print("measured by the `seed` profile on a GPU.")
+    founding = by_name["test_generator_founding"]["stats"]["median"]
+    print("\n| generator | rows/s | founding time / this time |")
+    print("|---|---|---|")
+    for name in ("test_generator_harness", "test_generator_founding", "test_generator_normals_only"):
+        median = by_name[name]["stats"]["median"]
+        print(f"| {name.removeprefix('test_generator_')} | {rows / median:,.0f} | {founding / median:.1f}x |")
+    print(READING)
     print("\n## Forward latency at batch 1 (eval mode, inference_mode)\n")
     print("| model | median (ms) | p-min (ms) | rounds |")
     print("|---|---|---|---|")

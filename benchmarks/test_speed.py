@@ -46,6 +46,19 @@ def test_generator_founding(benchmark):
     benchmark(generator.batch, BLOG.batch_size)
 
 
+@pytest.mark.benchmark(group="generator: 4096 rows, 10 candidates, slate 5")
+def test_generator_normals_only(benchmark):
+    # The floor for any generator that draws the founding data's normals with torch's CPU RNG.
+    g = torch.Generator().manual_seed(0)
+    benchmark.extra_info["rows"] = BLOG.batch_size
+
+    def draw():
+        torch.randn(BLOG.batch_size, BLOG.user_dim, generator=g)
+        torch.randn(BLOG.batch_size, BLOG.candidates, BLOG.item_dim, generator=g)
+
+    benchmark(draw)
+
+
 @pytest.fixture(scope="module")
 def batches():
     config = WorkloadConfig(batch_size=BATCH, batches=STEPS, valid_slates=1, test_slates=1)
