@@ -1,0 +1,22 @@
+"""The prepared GPU check script still matches the CLI (its cells listed by a dry run on CPU)."""
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_script_lists_its_cells(tmp_path):
+    out = tmp_path / "gpu"
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", str(out), "--device", "cpu", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for cells, run_id in ((2, "seed-fp32"), (2, "seed-bf16"), (5, "batch-sweep-bf16")):
+        assert f"{cells} cells: {cells} to run, 0 already recorded in {out / run_id}" in done.stdout
+    assert "--precision bf16" in done.stdout and "8192" in done.stdout
+    assert (out / "device.txt").read_text().count(" s wall ") == 3
