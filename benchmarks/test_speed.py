@@ -48,7 +48,7 @@ def test_generator_founding(benchmark):
 
 @pytest.mark.benchmark(group="generator: 4096 rows, 10 candidates, slate 5")
 def test_generator_normals_only(benchmark):
-    # The floor for any generator that draws the founding data's normals with torch's CPU RNG.
+    # The floor for a generator that draws the founding data's normals from one torch CPU stream.
     g = torch.Generator().manual_seed(0)
     benchmark.extra_info["rows"] = BLOG.batch_size
 

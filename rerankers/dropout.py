@@ -1,17 +1,21 @@
 """Dropout whose CPU training masks are cut from bulk random bits.
 
-On CPUs without MKL's vectorised Bernoulli (torch uses it only on Intel), torch draws a
-dropout mask one Mersenne-Twister number per element, serially: on a 2-core AMD EPYC that is
+Where torch does not use MKL's parallel Bernoulli (it does only on Intel CPUs, in builds with
+MKL), it draws a dropout mask one Mersenne-Twister number per element, serially: on a 2-core AMD EPYC that is
 about a third of the founding transformer's training step. Filling 64-bit words with random
 bits is several times cheaper per element, and each word gives four 16-bit lanes, so the
 mask costs a fraction as much. The drop probability is then a multiple of 1/65536 (0.1 becomes
 6554/65536 = 0.100006); survivors are scaled by the inverse keep probability, so a layer's
 expected output is unchanged, exactly as with ``nn.Dropout``.
 
-Other devices keep torch's own dropout (fused and parallel there); eval mode is the identity.
+Intel CPUs with MKL and other devices keep torch's own dropout (parallel there); eval mode is the
+identity.
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import torch
 from torch import nn
@@ -43,7 +47,24 @@ class Dropout(nn.Dropout):
 
 def _bits_are_cheaper(x: torch.Tensor) -> bool:
     # float32 only: a bf16 mask could not hold the lane values exactly.
-    return x.device.type == "cpu" and x.dtype == torch.float32
+    return x.device.type == "cpu" and x.dtype == torch.float32 and torch_bernoulli_is_serial()
+
+
+@functools.cache
+def torch_bernoulli_is_serial() -> bool:
+    """Whether torch draws CPU Bernoulli masks one element at a time: unless built with MKL and on Intel."""
+    return not (torch.backends.mkl.is_available() and "intel" in _cpu_vendor().lower())
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def with_fast_dropout(module: nn.Module) -> nn.Module:

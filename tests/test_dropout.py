@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 import rerankers
+from rerankers import dropout as dropout_module
 from rerankers.dropout import LANES, Dropout, lane_drop_count, with_fast_dropout
+
+
+@pytest.fixture(autouse=True)
+def bits_path(monkeypatch):
+    # The bit path is taken where torch's own CPU Bernoulli is serial (not on Intel with MKL);
+    # these tests check it whatever CPU runs them.
+    monkeypatch.setattr(dropout_module, "torch_bernoulli_is_serial", lambda: True)
 
 
 def train_dropout(p: float) -> Dropout:
@@ -58,6 +66,30 @@ def test_seeded_masks_repeat_and_eval_is_the_identity():
     assert torch.equal(train_dropout(0.1)(x), first)
     assert torch.equal(Dropout(0.1).eval()(x), x)
     assert torch.equal(train_dropout(0.0)(x), x)
+
+
+def test_where_torch_bernoulli_is_parallel_torch_dropout_is_used(monkeypatch):
+    monkeypatch.setattr(dropout_module, "torch_bernoulli_is_serial", lambda: False)
+    x = torch.randn(300, 40)
+    torch.manual_seed(4)
+    ours = train_dropout(0.1)(x)
+    torch.manual_seed(4)
+    assert torch.equal(ours, nn.functional.dropout(x, 0.1, training=True))
+
+
+@pytest.mark.parametrize(
+    ("vendor", "mkl", "serial"),
+    [("GenuineIntel", True, False), ("AuthenticAMD", True, True), ("GenuineIntel", False, True), ("", True, True)],
+)
+def test_bit_path_only_where_torch_bernoulli_is_serial(monkeypatch, vendor, mkl, serial):
+    monkeypatch.undo()  # the real classifier, not the fixture's
+    monkeypatch.setattr(dropout_module, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    dropout_module.torch_bernoulli_is_serial.cache_clear()
+    try:
+        assert dropout_module.torch_bernoulli_is_serial() is serial
+    finally:
+        dropout_module.torch_bernoulli_is_serial.cache_clear()
 
 
 def test_other_dtypes_use_torch_dropout():
