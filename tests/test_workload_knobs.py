@@ -139,7 +139,8 @@ def test_cascade_clicks_the_first_attractive_item():
     # rank 1 is always examined: its click rate per grade is the attractiveness
     for g in range(MAX_GRADE + 1):
         rows = grade[:, 0] == g
-        assert data.labels[rows, 0].mean().item() == pytest.approx(attractiveness(torch.tensor(float(g))), abs=0.03)
+        expected = attractiveness(torch.tensor(float(g))).item()  # a float: pytest.approx can't take a 0-d tensor
+        assert data.labels[rows, 0].mean().item() == pytest.approx(expected, abs=0.03)
     # the rate at rank 2 is lower: only users who skipped rank 1 get there
     assert data.labels[:, 1].mean() < data.labels[:, 0].mean()
     assert attractiveness(torch.tensor(0.0)).item() == pytest.approx(CLICK_NOISE)
