@@ -18,6 +18,7 @@ from bench.flops import count_flops, peak_flops
 from bench.losses import get_loss
 from bench.metrics import (
     average_precision_at_k,
+    has_gain,
     judged,
     ndcg_at_k,
     precision_at_k,
@@ -41,7 +42,8 @@ def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[s
     Label-based metrics (slate_acc, total_acc, mrr, map@k, precision@k, and ndcg@k on real
     data) are means over the judged slates, those with a relevant (label > 0) displayed item.
     On synthetic data ``ndcg@k`` is NDCG against the true utilities (linear gain = utility
-    minus the slate's lowest) over every slate, and ``label_ndcg@k`` the same against the
+    minus the slate's lowest) over the slates with some gain (not over 1-item slates or slates of
+    equal utilities, where every order is ideal), and ``label_ndcg@k`` the same against the
     labels; ``regret`` is a mean over every slate.
     """
     mask = data.slate_mask
@@ -67,8 +69,9 @@ def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[s
         metrics[f"precision@{k}"] = mean(precision_at_k(on_slate, labels, k, mask))
     if synthetic:
         gains = utility_gains(data.slate_utility, mask)
+        gained = has_gain(gains, mask)  # a 1-item slate or equal utilities: no order is better than another
         for k in ks:
-            metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask).mean().item()
+            metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask)[gained].mean().item()
     metrics["test_slates"] = len(data)
     metrics["judged_slates"] = int(keep.sum().item())
     return metrics, hits[keep]

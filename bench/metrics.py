@@ -9,17 +9,21 @@ An item is *relevant* when its label is > 0. docs/workloads.md has the long form
   label (the clicked item under the founding one-click rule).
 - total_acc (``total_hits``): the model's top item over the whole candidate list is a
   displayed item carrying the slate's highest label.
-- mrr (``reciprocal_rank``): 1 / rank of the best-ranked relevant item, rank = 1 + number
-  of displayed items scored strictly higher (ties resolved in the item's favour).
+- mrr (``reciprocal_rank``): 1 / rank of the best-ranked relevant item in the model's order.
 - ndcg@k (``ndcg_at_k``): linear gain (gain = label, as ``sklearn.metrics.ndcg_score``),
-  discount 1 / log2(rank + 1), normalised by the ideal DCG@k; ties in the scores are broken
-  by slate position.
+  discount 1 / log2(rank + 1), normalised by the ideal DCG@k.
 - map@k (``average_precision_at_k``): sum over the top k of precision@i at each relevant
   item, divided by min(number of relevant items, k), so a perfect ranking scores 1.
 - precision@k (``precision_at_k``): relevant items among the top k, divided by
   min(k, number of displayed items).
 - regret: true utility of the best displayed item minus that of the model's top displayed
   item (synthetic data: the hidden utility; LETOR: the relevance grade). Always >= 0.
+
+One tie rule for every metric: items with equal scores are ordered by display position (the item
+shown higher wins the tie), so a ranking is always one definite order, as in trec_eval (which breaks
+ties by document id). A model that scores every item alike is judged as the displayed order.
+(sklearn's ``ndcg_score`` and ``average_precision_score`` average over tied orders instead, so they
+differ from these values where scores tie.)
 
 No-relevant convention: a slate without a relevant item scores 0 on every label-based
 metric above (as scikit-learn and TF-Ranking do for NDCG). ``bench.cell.evaluate`` leaves
@@ -74,11 +78,11 @@ def total_hits(
 
 
 def reciprocal_rank(slate_scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """[N] float64: 1 / rank of the best-ranked relevant item (0 without one)."""
+    """[N] float64: 1 / rank of the best-ranked relevant item (0 without one); ties by display position."""
     mask = _real(slate_scores, mask)
     rel = relevant(labels, mask)
-    best_relevant = slate_scores.masked_fill(~rel, NEG_INF).amax(dim=1, keepdim=True)
-    rank = 1 + ((slate_scores > best_relevant) & mask).sum(dim=1)
+    in_order = rel.gather(1, _ranked(slate_scores, mask))
+    rank = 1 + in_order.to(torch.int8).argmax(dim=1)  # argmax returns the first relevant position
     return torch.where(rel.any(dim=1), 1.0 / rank.to(torch.float64), 0.0)
 
 
@@ -91,11 +95,17 @@ def dcg_at_k(ordered_gains: torch.Tensor, k: int) -> torch.Tensor:
     return (top * _discounts(top.shape[1], top.device)).sum(dim=1)
 
 
+def has_gain(gains: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[N] bool: lists with a positive gain on a real item, i.e. an ideal DCG above 0 at every k >= 1."""
+    return (gains.masked_fill(~mask, 0.0) > 0).any(dim=1)
+
+
 def ndcg_at_k(scores: torch.Tensor, gains: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """[N] NDCG@k of ``scores`` against non-negative linear ``gains`` (0 where no gain exists).
 
-    Padded items (``mask`` False, or -inf score) count as gain 0 and rank last. Ties in
-    ``scores`` are broken by list position (stable sort).
+    Padded items (``mask`` False, or -inf score) count as gain 0 and rank last. A list without
+    gain scores 0 here (as in scikit-learn); callers leave such lists out of their means
+    (``has_gain``), since there is no ranking to judge.
     """
     mask = _real(scores, mask)
     gains = gains.masked_fill(~mask, 0.0)

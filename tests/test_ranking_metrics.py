@@ -6,7 +6,8 @@ import torch
 from sklearn.metrics import average_precision_score, ndcg_score
 
 from bench.cell import RANK_KS, evaluate
-from bench.data import SlateData
+from bench.config import WorkloadConfig
+from bench.data import SlateData, generate
 from bench.metrics import (
     average_precision_at_k,
     judged,
@@ -158,3 +159,33 @@ def test_metrics_ignore_what_padding_scores():
         assert torch.equal(fn(garbage, labels, 3, mask), fn(scores.masked_fill(~mask, -INF), labels, 3, mask))
     assert torch.equal(slate_hits(garbage, labels, mask), slate_hits(scores, labels, mask))
     np.testing.assert_array_equal(reciprocal_rank(garbage, labels, mask), reciprocal_rank(scores, labels, mask))
+
+
+def test_one_tie_rule_for_every_metric():
+    # Two items scored alike: the one displayed first ranks first, for MRR as for every other metric.
+    scores, labels = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 1.0]])
+    assert reciprocal_rank(scores, labels).item() == 0.5  # trec_eval's 0.5, not 1.0
+    assert ndcg_at_k(scores, labels, 1).item() == 0.0
+    assert precision_at_k(scores, labels, 1).item() == 0.0
+    assert average_precision_at_k(scores, labels, 1).item() == 0.0
+    assert not slate_hits(scores, labels).item()
+
+
+def test_a_constant_scorer_is_judged_as_the_displayed_order():
+    _, labels, mask, _ = random_lists(5)
+    labels = labels.roll(shifts=3, dims=1)  # the relevant item random_lists puts first moves down the slate
+    constant = torch.zeros_like(labels)
+    first_relevant = (labels > 0).to(torch.int8).argmax(dim=1) + 1
+    np.testing.assert_allclose(reciprocal_rank(constant, labels, mask), 1.0 / first_relevant.double())
+    top_is_best = labels[:, 0] == labels.amax(dim=1)
+    assert torch.equal(slate_hits(constant, labels, mask), top_is_best)
+
+
+def test_a_perfect_ranker_scores_ndcg_one_with_one_item_slates():
+    """Slates without any gain to earn (one item, or equal utilities) leave the utility-NDCG mean."""
+    config = WorkloadConfig(batch_size=64, batches=2, candidates=8, slate_length=5, slate_min=1, test_slates=4000)
+    data = generate(config, seed=1).test
+    assert (data.slate_mask.sum(dim=1) == 1).any()  # the case that scored 0.805 before
+    metrics, _ = evaluate(data.utility, data)  # the oracle: the true utilities as scores
+    for k in (1, 3, 5):
+        assert metrics[f"ndcg@{k}"] == pytest.approx(1.0)
