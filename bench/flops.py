@@ -89,6 +89,39 @@ def _cache_path() -> Path:
     return root / "peak_flops.json"
 
 
+PROBE_MAX_SIZE = 2048
+PROBE_STEP_SECONDS = 0.05  # grow the matrices until one product takes this long (or the largest size)
+PROBE_BUDGET_SECONDS = 1.0
+
+
+def _matmul_probe(dtype: torch.dtype) -> float:
+    """Best FLOP/s of square matmuls, sized to this CPU's speed in this dtype.
+
+    A fixed 2048 x 2048 product takes well under a second on a CPU with native bf16 and over 10 s on one
+    without (AVX2 only: about 1 GFLOP/s in bf16), so the size doubles from 256 until one product takes
+    PROBE_STEP_SECONDS, and the best of as many repeats as fit in PROBE_BUDGET_SECONDS is kept.
+    """
+
+    def seconds(a: torch.Tensor, b: torch.Tensor) -> float:
+        start = time.perf_counter()
+        a @ b
+        return time.perf_counter() - start
+
+    n = 256
+    while True:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b  # warm-up
+        took = seconds(a, b)
+        if took >= PROBE_STEP_SECONDS or n >= PROBE_MAX_SIZE:
+            break
+        n *= 2
+    best, spent = took, took
+    while spent < PROBE_BUDGET_SECONDS:
+        took = seconds(a, b)
+        best, spent = min(best, took), spent + took
+    return 2 * n**3 / best
+
+
 def cpu_peak_flops(precision: str, cpu_name: str) -> float:
     """Best matmul FLOP/s of this CPU at the current thread count, measured once and cached.
 
@@ -104,16 +137,7 @@ def cpu_peak_flops(precision: str, cpu_name: str) -> float:
         cache = {}
     if key in cache:
         return float(cache[key])
-    n = 2048
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(20):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    peak = 2 * n**3 / best
+    peak = _matmul_probe(dtype)
     cache[key] = peak
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
