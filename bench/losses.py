@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 
 LossFn = Callable[..., torch.Tensor]
 
