@@ -76,7 +76,9 @@ def _run(**given: Any) -> None:
     try:
         sweep = given.pop("sweep")
         settings = load_sweep_file(sweep) if sweep else {}
-        settings.update(check_settings({k: v for k, v in given.items() if v is not None}, "command line", command_line=True))
+        settings.update(
+            check_settings({k: v for k, v in given.items() if v is not None}, "command line", command_line=True)
+        )
         settings["device"] = resolve_device(str(settings.get("device", "auto")))
         run_config, cells = plan(settings)
         if cells[0].workload.data == "letor":

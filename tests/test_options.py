@@ -66,7 +66,9 @@ def test_nan_on_the_command_line_is_rejected(tmp_path):
 def test_inf_initial_noise_is_the_random_order(tmp_path):
     sweep = tmp_path / "noise.toml"
     sweep.write_text("initial_noise = inf\nmodels = 'mlp'\n")
-    result = runner.invoke(app, ["run", "--profile", "smoke", "--sweep", str(sweep), "--dry-run", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["run", "--profile", "smoke", "--sweep", str(sweep), "--dry-run", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert check_value("initial_noise", math.inf) == math.inf
 
