@@ -145,3 +145,10 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "started_at": datetime.now(UTC).isoformat(),
         "finished_at": None,
     }
+
+
+def latest_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
+    path = run_dir / RECORDS_FILE
+    records = load_records(path) if path.exists() else []
+    return list({r["key"]: r for r in records}.values())

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.records import RECORDS_FILE, load_records, unpack_bits
+from bench.records import latest_records, unpack_bits
 from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
 
 REPORT_FILE = "report.md"
@@ -503,13 +503,6 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines.append("")
     lines.append(HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE))
     return "\n".join(lines)
-
-
-def latest_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
-    path = run_dir / RECORDS_FILE
-    records = load_records(path) if path.exists() else []
-    return list({r["key"]: r for r in records}.values())
 
 
 def write_report(run_dir: Path, baseline: str = "mlp") -> Path:
