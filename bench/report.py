@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.catalog import Direction, header, is_quality, lookup
 from bench.records import latest_records, unpack_bits
 from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
 
 REPORT_FILE = "report.md"
+PEAK_MEMORY = "peak_memory_mib"  # derived: CUDA peak allocated in training on a GPU, else the peak RSS
 AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
 AXIS_LABELS = {
     "loss": "loss",
@@ -22,13 +24,9 @@ AXIS_LABELS = {
     "user_dim": "user feature dim",
     "item_dim": "item feature dim",
 }
-# metric column -> (header, True if higher is better)
-AXIS_METRICS = {
-    "slate_acc": ("slate_acc", True),
-    "train_samples_per_s": ("train throughput (samples/s)", True),
-    "latency_b1_p50_ms": ("inference latency, batch 1, p50 (ms)", False),
-    "peak_memory_mib": ("{memory}", False),
-}
+# Columns of the per-axis tables; headers and directions come from the metric catalog.
+AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
+PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
 SIGNIFICANCE = 0.05
 # Models that train nothing and bound the others; the report names them when they ran.
 REFERENCE_MODELS = {
@@ -64,7 +62,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             **r.get("metrics", {}),
             **x,
         }
-        row["peak_memory_mib"] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
+        row[PEAK_MEMORY] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
         row["_record"] = r
         rows.append(row)
     return pd.DataFrame(rows)
@@ -75,7 +73,7 @@ def metric_names(frame: pd.DataFrame) -> list[str]:
     first = ["slate_acc", "total_acc", "mrr", "regret"]
     names = set()
     for record in frame["_record"]:
-        names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float))
+        names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float) and is_quality(k))
 
     def order(name: str) -> tuple[str, int]:
         family, _, k = name.partition("@")
@@ -146,7 +144,52 @@ def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str =
 
 
 def _memory_header(frame: pd.DataFrame) -> str:
-    return "CUDA peak allocated, training (MiB)" if (frame["device"] == "cuda").any() else "peak RSS (MiB)"
+    return header("cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_peak_rss_mib")
+
+
+def _column_header(frame: pd.DataFrame, column: str) -> str:
+    return _memory_header(frame) if column == PEAK_MEMORY else header(column)
+
+
+def _higher_is_better(column: str) -> bool:
+    entry = lookup("cpu_peak_rss_mib" if column == PEAK_MEMORY else column)
+    return entry is None or entry.direction is not Direction.LOWER
+
+
+def ranking_metric(frame: pd.DataFrame) -> str | None:
+    """The headline's one ranking metric: NDCG at the largest k <= 5."""
+    ndcg = [n for n in headline_metrics(frame) if n.startswith("ndcg@")]
+    return ndcg[0] if ndcg else None
+
+
+def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """At most nine columns, sorted by the primary accuracy; reference models (oracle, random...) last, in italics."""
+    base = frame[frame["model"] == baseline]
+    ranking = ranking_metric(frame)
+    rows, order = [], []
+    for model, group in frame.groupby("model", sort=False):
+        reference = model in REFERENCE_MODELS
+        row: dict[str, Any] = {"model": f"_{model}_" if reference else model}
+        params = group["parameters"].dropna() if "parameters" in group else []
+        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        mean, half, note = summarize(group, PRIMARY)
+        row[PRIMARY] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
+        row[f"Δ {PRIMARY} vs {baseline}"] = (
+            f"{delta[0]:+.3f}{'*' if delta[2] < SIGNIFICANCE else ''}"
+            if delta
+            else ("baseline" if model == baseline else "–")
+        )
+        if ranking:
+            value, _, _ = summarize(group, ranking)
+            row[ranking] = _fmt(value, 3)
+        for column in ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY):
+            value, _, _ = summarize(group, column)
+            row[_column_header(frame, column)] = _fmt(value)
+        rows.append(row)
+        order.append((reference, -(mean if not math.isnan(mean) else -math.inf)))
+    ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
+    return pd.DataFrame(ranked)
 
 
 def headline_metrics(frame: pd.DataFrame) -> list[str]:
@@ -182,7 +225,6 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Models as rows at one point: headline metrics as mean (± 95% CI), speed and memory."""
     base = frame[frame["model"] == baseline]
     metrics = headline_metrics(frame)
-    memory = _memory_header(frame)
     rows = []
     for model, group in frame.groupby("model", sort=False):
         row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
@@ -200,18 +242,19 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         else:
             row[f"Δ slate_acc vs {baseline}"] = "–"
             row["p"] = "–"
-        for column, header in (
-            ("train_samples_per_s", "train (samples/s)"),
-            ("infer_samples_per_s", "inference (samples/s)"),
-            ("latency_b1_p50_ms", "latency b1 p50 (ms)"),
-            ("latency_b1_p99_ms", "latency b1 p99 (ms)"),
-            ("peak_memory_mib", memory),
-            ("train_flops_per_sample", "train FLOPs/sample"),
-            ("train_mfu", "train MFU (%)"),
-            ("wall_seconds", "wall (s)"),
+        for column in (
+            "train_samples_per_s",
+            "infer_samples_per_s",
+            "latency_b1_p50_ms",
+            "latency_b1_p99_ms",
+            PEAK_MEMORY,
+            "train_flops_per_sample",
+            "train_mfu",
+            "wall_seconds",
         ):
             mean, _, _ = summarize(group, column)
-            row[header] = _fmt(mean * 100 if column == "train_mfu" else mean)
+            label = "train MFU (%)" if column == "train_mfu" else _column_header(frame, column)
+            row[label] = _fmt(mean * 100 if column == "train_mfu" else mean)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -299,7 +342,7 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
     line_plots = [
         ("slate_length", "slate_acc", "slate accuracy", "accuracy_vs_slate_length.png", False),
         ("batch_size", "train_samples_per_s", "training throughput (samples/s)", "throughput_vs_batch_size.png", True),
-        ("batch_size", "peak_memory_mib", memory, "memory_vs_batch_size.png", True),
+        ("batch_size", PEAK_MEMORY, memory, "memory_vs_batch_size.png", True),
     ]
     for axis, column, label, name, log in line_plots:
         if axis not in axes:
@@ -448,14 +491,17 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines += [f"## Overview: {_describe_point(at_reference['_record'].iloc[0])}", ""]
         if axes:
             lines += ["(the sweep's reference point: each swept axis at its smallest value; a swept loss at kl)", ""]
-        lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
-        lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
+        lines += [headline_table(at_reference, baseline).to_markdown(index=False), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
-        lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
-        if references:
-            lines += ["Reference rows: " + "; ".join(references) + ".", ""]
-    memory = _memory_header(frame)
+        lines += [
+            f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}."
+            + (" Reference rows (in italics, last): " + "; ".join(references) + "." if references else ""),
+            "",
+        ]
+        lines += ["### Every headline value", "", overview_table(at_reference, baseline).to_markdown(index=False), ""]
+        lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
+        lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
     for axis in axes:
         fixed = {a: reference[a] for a in axes if a != axis}
         data = frame
@@ -463,11 +509,12 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             data = data[data[other] == value]
         fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
         lines += [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
-        for column, (header, higher) in AXIS_METRICS.items():
+        for column in AXIS_METRICS:
             if column not in data or data[column].isna().all() and (data["status"] == "ok").any():
                 continue
-            lines += [f"### {header.format(memory=memory)}", ""]
-            lines += [axis_table(data, axis, column, baseline, higher).to_markdown(index=False), ""]
+            lines += [f"### {_column_header(frame, column)}", ""]
+            table = axis_table(data, axis, column, baseline, _higher_is_better(column))
+            lines += [table.to_markdown(index=False), ""]
     if plots:
         lines += ["## Plots", ""]
         for caption, name in plots:
@@ -482,11 +529,11 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             "slate_acc",
             "train_samples_per_s",
             "latency_b1_p50_ms",
-            "peak_memory_mib",
+            PEAK_MEMORY,
             "wall_seconds",
         ]
         table = frame[[c for c in columns if c in frame]].copy()
-        for c in ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", "peak_memory_mib", "wall_seconds"):
+        for c in (*AXIS_METRICS, "wall_seconds"):
             if c in table:
                 shown = (table["status"] == "ok") | (c == "wall_seconds")
                 table[c] = [_fmt(v) if keep else "–" for v, keep in zip(table[c], shown, strict=True)]

@@ -254,9 +254,9 @@ def test_sweep_report_has_axis_tables_plots_and_intervals(sweep_run):
     for heading in (
         "## Across batch size",
         "## Across slate length T",
-        "### slate_acc",
-        "### train throughput (samples/s)",
-        "### inference latency, batch 1, p50 (ms)",
+        "### slate accuracy",
+        "### train (samples/s)",
+        "### latency b1 p50 (ms)",
         "### peak RSS (MiB)",
         "## Every cell",
         "paired t-test",
