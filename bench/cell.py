@@ -12,7 +12,7 @@ import torch
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
 from bench.config import CellConfig
-from bench.data import SlateData, Workload, load_workload
+from bench.data import SlateData, Workload
 from bench.flops import count_flops, peak_flops
 from bench.losses import get_loss
 from bench.metrics import (
@@ -28,6 +28,7 @@ from bench.metrics import (
 )
 from bench.records import environment, json_safe, new_record, pack_bits
 from bench.train import Diverged, EpochCallback, score_split, train
+from bench.workloads import load_workload
 from rerankers import build_model, get_spec
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length

@@ -16,12 +16,12 @@ import torch
 
 from bench.cell import evaluate
 from bench.config import CellConfig
-from bench.data import load_workload
 from bench.losses import loss_names
 from bench.records import load_records
 from bench.report import write_report
 from bench.runner import run_cells
 from bench.sweep import build_cells
+from bench.workloads import load_workload
 
 COLUMNS = ("slate_acc", "ndcg@5", "map@5", "regret")
 
