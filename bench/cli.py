@@ -60,8 +60,8 @@ def _cli_parameter(option: Option) -> inspect.Parameter:
     """The typer parameter of a declared option: every value defaults to None ("not given")."""
     if option.repeatable:
         annotation: Any = list[option.type] | None
-    elif option.axis is not None and option.type is not str:
-        annotation = str | None  # a comma list of values, parsed and checked with the axis
+    elif (option.axis is not None or option.allow_inf) and option.type is not str:
+        annotation = str | None  # a comma list of values, or "inf": parsed and checked with the option
     else:
         annotation = option.type | None
     default = typer.Option(None, *option.cli_flags, help=escape(option.help), rich_help_panel=option.panel)

@@ -126,6 +126,8 @@ def check_value(name: str, value: Any) -> Any:
         return value
     if option.axis is not None and isinstance(value, str) and option.type is not str:
         return value  # a comma list, parsed (and checked) with the axis
+    if option.allow_inf and isinstance(value, str):
+        return value  # "inf" or a number as text, parsed (and checked) with the option (sweep.noise_level)
     if isinstance(value, list):
         raise ConfigError(f"{option.label} takes one value, not a list: {value!r}")
     _check_one(option, value)
