@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from rerankers.registry import did_you_mean
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -310,9 +310,7 @@ DATA_SOURCES = ("synthetic", "letor")
 
 def _choice(what: str, value: str, known: tuple[str, ...]) -> None:
     if value not in known:
-        close = difflib.get_close_matches(value, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown {what} {value!r}{hint} (known: {', '.join(known)})")
+        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
 
 
 def _validate_workload_knobs(w: WorkloadConfig) -> None:
