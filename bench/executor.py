@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from bench.config import CellConfig
 from bench.records import new_record
+from bench.train import EpochCallback
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class InlineExecutor:
             on_record(cell, run_cell(cell, _epoch_reporter(cell, on_progress)))
 
 
-def _epoch_reporter(cell: CellConfig, on_progress: OnProgress) -> Callable[[int, float, float], None]:
+def _epoch_reporter(cell: CellConfig, on_progress: OnProgress) -> EpochCallback:
     return lambda epoch, loss, acc: on_progress(Progress(cell, epoch, loss, acc))
 
 
