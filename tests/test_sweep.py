@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.config import ConfigError
+from bench.plots import pareto_front
 from bench.records import append_record, load_records
-from bench.report import pareto_front
 from bench.stats import mean_interval, paired_seeds, paired_slates
 from bench.sweep import build_cells
 
