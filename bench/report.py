@@ -82,7 +82,7 @@ HOW_TO_READ = """\
   excluded). **inference**: median samples/s of eval-mode forward passes at the cell's batch size.
   **latency b1**: one eval-mode forward pass at batch size 1 (an online request), percentiles over requests.
 - **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
-  `--isolation none`, in which case it is the whole run's). **CUDA peak allocated**:
+  `--executor inline`, in which case it is the whole run's). **CUDA peak allocated**:
   `torch.cuda.max_memory_allocated` during training.
 - **FLOPs/sample**: matmul FLOPs of one training step (forward + backward) per sample, counted by
   `torch.utils.flop_counter.FlopCounterMode`. **MFU**: achieved training FLOP/s over the device's peak for the
