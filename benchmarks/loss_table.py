@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bench.cell import evaluate
-from bench.config import CellConfig
+from bench.config import CellConfig, RunConfig
 from bench.losses import loss_names
 from bench.records import load_records
 from bench.report import write_report
@@ -75,7 +75,7 @@ def main() -> None:
         run_cells(
             cells,
             run_dir,
-            args.isolation,
+            RunConfig.from_settings({"isolation": args.isolation}),
             on_done=lambda r: print(
                 f"{r['model']:<12} {r['config']['train']['loss']:<11} {r['status']}", file=sys.stderr
             ),
