@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
 from bench.config import CellConfig
-from bench.data import SlateData, Workload, load_workload
+from bench.data import SlateData, Workload
 from bench.flops import count_flops, peak_flops
 from bench.losses import get_loss
 from bench.metrics import (
@@ -28,12 +27,12 @@ from bench.metrics import (
     total_hits,
     utility_gains,
 )
-from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
-from bench.train import Diverged, score_split, train
+from bench.records import environment, json_safe, new_record, pack_bits
+from bench.train import Diverged, EpochCallback, score_split, train
+from bench.workloads import load_workload
 from rerankers import build_model, get_spec
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
-EpochCallback = Callable[[int, float, float], None]
 
 
 def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[str, float], torch.Tensor]:
@@ -83,10 +82,10 @@ def flop_measurements(
     """FLOPs per sample, achieved FLOP/s and MFU; counted after training so the count's dropout
     draws cannot change the results."""
 
-    def kl_of(scores: torch.Tensor) -> torch.Tensor:
+    def training_loss(scores: torch.Tensor) -> torch.Tensor:
         return get_loss(cell.train.loss)(scores.gather(1, batch.slate), batch.labels, batch.slate_mask)
 
-    train_flops, infer_flops = count_flops(model, batch.inputs, kl_of)
+    train_flops, infer_flops = count_flops(model, batch.inputs, training_loss)
     n = len(batch)
     x = record["measurements"]
     peak, source = peak_flops(torch.device(cell.device), cell.precision, record["environment"]["device_name"])
@@ -108,27 +107,6 @@ def _status_of(error: BaseException) -> str:
     if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
         return "oom"
     return "failed"
-
-
-def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -> dict[str, Any]:
-    """A record with every field of the schema, before any result is filled in."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "key": cell.key(),
-        "data_key": cell.data_key(),
-        "model": cell.model,
-        "config": cell.to_dict(),
-        "status": status,
-        "error": error,
-        "metrics": {},
-        "measurements": {},
-        "history": {},
-        "per_slate": {},
-        "data": {},
-        "environment": {},
-        "started_at": datetime.now(UTC).isoformat(),
-        "finished_at": None,
-    }
 
 
 def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:

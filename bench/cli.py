@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import shlex
+import inspect
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
-from bench.config import DEVICES, CellConfig, ConfigError, WorkloadConfig, profile
-from bench.runner import EXECUTORS, ISOLATIONS, run_cells
+from bench.config import (
+    DEVICES,
+    EXECUTION,
+    MEASUREMENT,
+    MODELS,
+    OUTPUT,
+    WORKLOAD,
+    CellConfig,
+    ConfigError,
+    RunConfig,
+    WorkloadConfig,
+    profile,
+)
+from bench.options import OPTIONS, Option, check_settings
+from bench.runner import run_cells
 
 app = typer.Typer(
     add_completion=False,
@@ -39,157 +53,52 @@ def resolve_device(name: str) -> str:
     return name
 
 
-LIST_HELP = "Comma list: each value is a sweep axis point."
+PANELS = (WORKLOAD, MODELS, MEASUREMENT, EXECUTION, OUTPUT)
 
 
-@app.command()
-def run(
-    models: str | None = typer.Option(None, help="'all', a comma list of names, or glob patterns (prm*)."),
-    profile_name: str | None = typer.Option(None, "--profile", help="seed | default | smoke"),
-    sweep: Path | None = typer.Option(None, help="TOML file describing the sweep; flags override it."),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda  [default: auto]"),
-    seed: int | None = typer.Option(None, help="First seed of data, hidden value model and model init [0]."),
-    seeds: int | None = typer.Option(None, help="Number of seeds (seed, seed+1, ...) [1]."),
-    out: Path = typer.Option(Path("results"), help="Directory that receives <run-id>/."),
-    run_id: str | None = typer.Option(
-        None, help="Name of the run directory (default: time stamp + profile). Re-using one resumes it."
-    ),
-    batch_size: str | None = typer.Option(None, "--batch-size", "--batch-sizes", help=LIST_HELP),
-    slate_length: str | None = typer.Option(
-        None, "--slate-length", "--slate-lengths", help="Items displayed to the user (T). " + LIST_HELP
-    ),
-    candidates: str | None = typer.Option(
-        None, help="Items the re-ranker sees per user (S >= T); default: candidate-ratio x T. " + LIST_HELP
-    ),
-    candidate_ratio: float | None = typer.Option(None, help="S / T when --candidates is not given [profile's]."),
-    user_dim: str | None = typer.Option(None, "--user-dim", "--user-dims", help=LIST_HELP),
-    item_dim: str | None = typer.Option(None, "--item-dim", "--item-dims", help=LIST_HELP),
-    batches: int | None = typer.Option(None, help="Training batches per epoch."),
-    epochs: int | None = typer.Option(None),
-    loss: str | None = typer.Option(
-        None,
-        "--loss",
-        "--losses",
-        help="Training losses: kl (founding) | listnet | listmle | ranknet | lambdaloss | approxndcg | neuralndcg "
-        "| bce. " + LIST_HELP,
-    ),
-    valid_slates: int | None = typer.Option(None),
-    test_slates: int | None = typer.Option(None),
-    slate_min: int | None = typer.Option(None, help="Variable slate lengths: each slate shows slate-min..T items."),
-    initial_noise: str | None = typer.Option(
-        None, help="Initial order by true utility + N(0, noise^2) (in list std units); 0 = perfect, inf = random."
-    ),
-    click_model: str | None = typer.Option(None, help="best (founding) | position-biased | cascade | multi-click"),
-    eta: float | None = typer.Option(None, help="position-biased clicks: examination probability 1/rank^eta."),
-    labels: str | None = typer.Option(None, help="clicks | graded (default: clicks; graded for --data letor)."),
-    data: str | None = typer.Option(None, help="synthetic (default) | letor"),
-    data_path: str | None = typer.Option(
-        None, help="LETOR: a directory with train/vali/test.txt, or TRAIN,VALID,TEST."
-    ),
-    initial_ranker: str | None = typer.Option(None, help="LETOR: linear (fitted on train) | feature:<id>"),
-    d_model: int | None = typer.Option(None, help="Model width, for every model that has one."),
-    model_arg: list[str] | None = typer.Option(None, help="KEY=VALUE model option (repeatable), e.g. num_layers=4."),
-    threads: int | None = typer.Option(None, help="CPU threads for torch (0: torch's default)."),
-    precision: str | None = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 (autocast)  [fp32]"),
-    compile_model: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile each cell's model (compile time is warm-up)."
-    ),
-    isolation: str | None = typer.Option(None, help="process: each cell in its own process | none  [process]"),
-    timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation or ray)."),
-    executor: str | None = typer.Option(None, help="local | ray  [local]"),
-    ray_address: str | None = typer.Option(
-        None, help="Address of a running Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a new local one."
-    ),
-    ray_cpus: int | None = typer.Option(None, help="CPUs of the local Ray cluster started when no address is given."),
-    retries: int | None = typer.Option(None, help="Ray: retries of a cell whose worker or node was lost [0]."),
-    force: bool = typer.Option(False, help="Re-run cells that are already recorded."),
-    dry_run: bool = typer.Option(False, help="List the cells and exit."),
-    baseline: str | None = typer.Option(None, help="Model the report compares the others with [mlp]."),
-) -> None:
+def _cli_parameter(option: Option) -> inspect.Parameter:
+    """The typer parameter of a declared option: every value defaults to None ("not given")."""
+    if option.repeatable:
+        annotation: Any = list[option.type] | None
+    elif (option.axis is not None or option.allow_inf) and option.type is not str:
+        annotation = str | None  # a comma list of values, or "inf": parsed and checked with the option
+    else:
+        annotation = option.type | None
+    default = typer.Option(None, *option.cli_flags, help=escape(option.help), rich_help_panel=option.panel)
+    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _run(**given: Any) -> None:
     """Train, evaluate and measure every selected model on the same data; write records and a report."""
-    from bench.sweep import build_cells, load_sweep_file
-    from rerankers import UnknownModelError, get_spec
+    from bench.sweep import load_sweep_file, plan
+    from rerankers import UnknownModelError
 
-    given = {
-        "models": models,
-        "profile": profile_name,
-        "device": device,
-        "seed": seed,
-        "seeds": seeds,
-        "batch_size": batch_size,
-        "slate_length": slate_length,
-        "candidates": candidates,
-        "candidate_ratio": candidate_ratio,
-        "user_dim": user_dim,
-        "item_dim": item_dim,
-        "batches": batches,
-        "epochs": epochs,
-        "valid_slates": valid_slates,
-        "test_slates": test_slates,
-        "d_model": d_model,
-        "model_arg": model_arg or None,
-        "threads": threads,
-        "precision": precision,
-        "compile": compile_model,
-        "isolation": isolation,
-        "timeout": timeout,
-        "executor": executor,
-        "ray_address": ray_address,
-        "ray_cpus": ray_cpus,
-        "retries": retries,
-        "baseline": baseline,
-        "loss": loss,
-        "slate_min": slate_min,
-        "initial_noise": initial_noise,
-        "click_model": click_model,
-        "eta": eta,
-        "labels": labels,
-        "data": data,
-        "data_path": data_path,
-        "initial_ranker": initial_ranker,
-    }
     try:
+        sweep = given.pop("sweep")
         settings = load_sweep_file(sweep) if sweep else {}
-        settings.update({k: v for k, v in given.items() if v is not None})
+        settings.update(
+            check_settings({k: v for k, v in given.items() if v is not None}, "command line", command_line=True)
+        )
         settings["device"] = resolve_device(str(settings.get("device", "auto")))
-        isolation_mode = settings.get("isolation", "process")
-        if isolation_mode not in ISOLATIONS:
-            raise ConfigError(f"unknown isolation {isolation_mode!r} (choose from {', '.join(ISOLATIONS)})")
-        cell_timeout = settings.get("timeout")
-        if cell_timeout is not None and float(cell_timeout) <= 0:
-            raise ConfigError(f"timeout must be positive, got {cell_timeout}")
-        baseline_model = get_spec(str(settings.get("baseline", "mlp"))).name
-        executor_name = settings.get("executor", "local")
-        if executor_name not in EXECUTORS:
-            raise ConfigError(f"unknown executor {executor_name!r} (choose from {', '.join(EXECUTORS)})")
-        retry_count = int(settings.get("retries", 0))
-        if retry_count < 0:
-            raise ConfigError(f"retries must be >= 0, got {retry_count}")
-        ray_options = {
-            "address": settings.get("ray_address"),
-            "retries": retry_count,
-            "num_cpus": settings.get("ray_cpus"),
-        }
-        if executor_name == "ray":
-            from bench.ray_executor import require_ray
-
-            require_ray()
-        if settings.get("data") == "letor" and "labels" not in settings:
-            settings["labels"] = "graded"
-        cells = build_cells(settings)
+        run_config, cells = plan(settings)
         if cells[0].workload.data == "letor":
             _prepare_letor(cells[0].workload)
     except (ConfigError, UnknownModelError) as error:
         fail(str(error))
     for cell in cells:
         _check_constructible(cell)
-    profile_label = settings.get("profile", "default")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = out / (run_id or f"{stamp}-{profile_label}")
-    if dry_run:
-        _print_dry_run(cells, run_dir, force)
+    run_dir = run_config.out / (run_config.run_id or f"{stamp}-{settings.get('profile', 'default')}")
+    if run_config.dry_run:
+        _print_dry_run(cells, run_dir, run_config.force)
         return
-    _execute(cells, run_dir, isolation_mode, cell_timeout, force, baseline_model, executor_name, ray_options)
+    _execute(cells, run_dir, run_config)
+
+
+_ordered = sorted(OPTIONS.values(), key=lambda o: PANELS.index(o.panel))
+_run.__signature__ = inspect.Signature([_cli_parameter(o) for o in _ordered])  # type: ignore[attr-defined]
+_run.__annotations__ = {p.name: p.annotation for p in _run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+run = app.command("run")(_run)
 
 
 def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
@@ -218,16 +127,7 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
     typer.echo(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already recorded in {run_dir}")
 
 
-def _execute(
-    cells: list[CellConfig],
-    run_dir: Path,
-    isolation: str,
-    timeout: float | None,
-    force: bool,
-    baseline: str,
-    executor: str = "local",
-    ray_options: dict[str, Any] | None = None,
-) -> None:
+def _execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> None:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -238,9 +138,10 @@ def _execute(
         TimeRemainingColumn,
     )
 
+    from bench.executor import Progress as CellProgress
     from bench.report import write_report
 
-    command = shlex.join(["bench", *sys.argv[1:]]) if sys.argv and "bench" in sys.argv[0] else None
+    baseline = run_config.baseline
     console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
@@ -254,21 +155,22 @@ def _execute(
         overall = progress.add_task("cells", total=len(cells))
         current = progress.add_task("", total=1)
 
-        def on_start(cell: CellConfig) -> None:
-            w = cell.workload
-            progress.update(
-                overall,
-                description=f"cell {cell.model} seed {cell.seed} batch {w.batch_size} T {w.slate_length} "
-                f"S {w.candidates} U {w.user_dim} F {w.item_dim}",
-            )
-            progress.reset(current, total=cell.train.epochs, description="  data + first epoch")
-
-        def on_epoch(epoch: int, loss: float, acc: float) -> None:
-            total = progress.tasks[current].total
+        def on_progress(event: CellProgress) -> None:
+            cell = event.cell
+            if event.epoch is None:
+                w = cell.workload
+                progress.update(
+                    overall,
+                    description=f"cell {cell.model} seed {cell.seed} batch {w.batch_size} T {w.slate_length} "
+                    f"S {w.candidates} U {w.user_dim} F {w.item_dim}",
+                )
+                progress.reset(current, total=cell.train.epochs, description="  data + first epoch")
+                return
             progress.update(
                 current,
-                completed=epoch,
-                description=f"  epoch {epoch}/{total:.0f} loss {loss:.4f} valid slate_acc {acc:.3f}",
+                completed=event.epoch,
+                description=f"  epoch {event.epoch}/{cell.train.epochs} loss {event.loss:.4f} "
+                f"valid slate_acc {event.valid_slate_acc:.3f}",
             )
 
         def on_done(record: dict[str, Any]) -> None:
@@ -284,19 +186,7 @@ def _execute(
                 progress.console.print(f"{record['model']:<12} {where}  {record['status']}: {record['error']}")
 
         try:
-            summary = run_cells(
-                cells,
-                run_dir,
-                isolation,
-                timeout,
-                force,
-                on_start,
-                on_epoch,
-                on_done,
-                extra={"run": {"id": run_dir.name, "command": command, "executor": executor}},
-                executor=executor,
-                ray_options=ray_options,
-            )
+            summary = run_cells(cells, run_dir, run_config, on_progress, on_done)
         except KeyboardInterrupt:
             progress.stop()
             report = write_report(run_dir, baseline) if (run_dir / "records.jsonl").exists() else None

@@ -7,18 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.report import latest_records
+from bench.catalog import REGRESSION_KINDS, Metric, lookup
+from bench.records import latest_records
 
-# measurement -> True if higher is better; quality metrics (records' "metrics") are all higher-is-better
-SPEED = {
-    "train_samples_per_s": True,
-    "infer_samples_per_s": True,
-    "latency_b1_p50_ms": False,
-    "latency_b1_p95_ms": False,
-    "latency_b1_p99_ms": False,
-}
-WATCHED = {"cpu_peak_rss_mib": False, "cuda_peak_allocated_train_mib": False, "wall_seconds": False}
-NOT_A_METRIC = {"test_slates"}
+COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
 
 
 @dataclass
@@ -28,15 +20,11 @@ class Change:
     name: str
     before: float
     after: float
-    kind: str  # accuracy | speed | memory
+    kind: str  # the catalog's kind: accuracy | speed | latency | memory | time
 
     @property
     def relative(self) -> float:
         return (self.after - self.before) / abs(self.before) if self.before else math.inf
-
-    def worse(self, higher_is_better: bool, threshold: float) -> bool:
-        change = self.relative if higher_is_better else -self.relative
-        return change < -threshold
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -71,20 +59,21 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float) -> Comparison:
             if ra["status"] == "ok":
                 status_changes.append(f"{cell}: {ra['status']} -> {rb['status']} ({rb.get('error')})")
             continue
-        candidates: list[tuple[str, str, bool, dict]] = [
-            (name, "accuracy", True, ra["metrics"]) for name in ra.get("metrics", {}) if name not in NOT_A_METRIC
-        ]
-        candidates += [(name, "speed", better, ra["measurements"]) for name, better in SPEED.items()]
-        candidates += [(name, "memory", better, ra["measurements"]) for name, better in WATCHED.items()]
-        for name, kind, higher_is_better, _ in candidates:
-            group = "metrics" if kind == "accuracy" else "measurements"
-            before, after = ra.get(group, {}).get(name), rb.get(group, {}).get(name)
+        for entry in _compared(ra):
+            before, after = ra[entry.section].get(entry.name), rb.get(entry.section, {}).get(entry.name)
             if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
                 continue
-            change = Change(key, cell, name, float(before), float(after), kind)
+            change = Change(key, cell, entry.name, float(before), float(after), entry.kind)
             flagged = abs(change.relative) > threshold
-            regression = kind in ("accuracy", "speed") and change.worse(higher_is_better, threshold)
+            regression = entry.kind in REGRESSION_KINDS and entry.worse(change.before, change.after, threshold)
             rows.append((change, flagged, regression))
     only_a = [_describe(a[k]) for k in a if k not in b]
     only_b = [_describe(b[k]) for k in b if k not in a]
     return Comparison(rows, status_changes, only_a, only_b)
+
+
+def _compared(record: dict[str, Any]) -> list[Metric]:
+    """Catalog entries of the record's values that are compared (counts and facts of the cell are not)."""
+    names = [(section, name) for section in ("metrics", "measurements") for name in record.get(section, {})]
+    entries = [lookup(name) for _, name in names]
+    return [e for e in entries if e is not None and e.kind in COMPARED_KINDS]

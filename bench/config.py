@@ -2,51 +2,90 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+from bench.errors import ConfigError
+from rerankers.registry import did_you_mean
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+EXECUTORS = ("inline", "process", "ray")
+
+# Help panels of `bench run`, in the order they are shown.
+WORKLOAD = "Workload"
+MODELS = "Models and training"
+MEASUREMENT = "Measurement"
+EXECUTION = "Execution"
+OUTPUT = "Output"
 
 
-class ConfigError(ValueError):
-    """Bad user input; the CLI prints it as one line and exits 2."""
+def option(default: Any = None, help: str = "", panel: str = WORKLOAD, **declaration: Any) -> Any:
+    """A dataclass field that is also a `bench run` option and a sweep-file key (bench/options.py).
+
+    ``declaration`` takes ``axis`` (rank in the sweep's product order: a comma list of values is a sweep axis),
+    ``flags`` (CLI spellings; default ``--the-name``), ``in_file`` (False: command line only),
+    ``allow_inf`` (a float that may be inf) and ``factory`` (a default factory instead of ``default``).
+    """
+    factory = declaration.pop("factory", None)
+    metadata = {"option": {"help": help, "panel": panel, **declaration}}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+LIST_HELP = "Comma list: each value is a sweep axis point."
 
 
 @dataclass(frozen=True)
 class WorkloadConfig:
     """The data: the founding synthetic world and its knobs, or LETOR files (docs/workloads.md)."""
 
-    batch_size: int = 4096
-    batches: int = 100  # training batches per epoch
-    candidates: int = 10  # S: items the re-ranker sees for each user
-    slate_length: int = 5  # T: items displayed to the user, drawn from the candidates
-    user_dim: int = 7
-    item_dim: int = 10
-    valid_slates: int = 4096
-    test_slates: int = 16384
+    batch_size: int = option(4096, LIST_HELP, axis=20, flags=("--batch-size", "--batch-sizes"))
+    batches: int = option(100, "Training batches per epoch.")
+    candidates: int = option(
+        10, "Items the re-ranker sees per user (S >= T); default: candidate-ratio x T. " + LIST_HELP, axis=80
+    )
+    slate_length: int = option(
+        5, "Items displayed to the user (T). " + LIST_HELP, axis=30, flags=("--slate-length", "--slate-lengths")
+    )
+    user_dim: int = option(7, LIST_HELP, axis=40, flags=("--user-dim", "--user-dims"))
+    item_dim: int = option(10, LIST_HELP, axis=50, flags=("--item-dim", "--item-dims"))
+    valid_slates: int = option(4096, "Validation slates.")
+    test_slates: int = option(16384, "Test slates.")
     # Workload knobs (docs/workloads.md); the defaults give the founding data bit for bit.
-    slate_min: int | None = None  # shortest displayed slate (uniform in slate_min..slate_length); None: all full
-    initial_noise: float | None = None  # initial order by standardised utility + N(0, noise^2); None (inf): random
-    click_model: str = "best"  # best | position-biased | cascade | multi-click
-    eta: float = 0.2  # position-biased clicks: examination probability 1 / rank^eta
-    labels: str = "clicks"  # what the model trains and is evaluated on: clicks | graded
+    slate_min: int | None = option(None, "Variable slate lengths: each slate shows slate-min..T items.")
+    initial_noise: float | None = option(  # None stands for inf: the founding random order
+        None,
+        "Initial order by true utility + N(0, noise^2) (in list std units); 0 = perfect, inf = random.",
+        allow_inf=True,
+    )
+    click_model: str = option("best", "best (founding) | position-biased | cascade | multi-click")
+    eta: float = option(0.2, "position-biased clicks: examination probability 1/rank^eta.")
+    labels: str = option("clicks", "clicks | graded (default: clicks; graded for --data letor).")
     # Real data instead of the synthetic world.
-    data: str = "synthetic"  # synthetic | letor
-    data_path: str | None = None  # letor: a directory with train/vali/test files, or TRAIN,VALID,TEST
-    initial_ranker: str = "linear"  # letor: linear (fitted on the train split) | feature:<id>
+    data: str = option("synthetic", "synthetic (default) | letor")
+    data_path: str | None = option(None, "LETOR: a directory with train/vali/test.txt, or TRAIN,VALID,TEST.")
+    initial_ranker: str = option("linear", "LETOR: linear (fitted on train) | feature:<id>")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = option(10, "Training epochs.", MODELS)
     lr: float = 1e-3
     amsgrad: bool = True
-    loss: str = "kl"
+    loss: str = option(
+        "kl",
+        "Training losses: kl (founding) | listnet | listmle | ranknet | lambdaloss | approxndcg | neuralndcg | bce. "
+        + LIST_HELP,
+        MODELS,
+        axis=10,
+        flags=("--loss", "--losses"),
+    )
     warmup_steps: int = 5  # first steps of epoch 0, excluded from throughput
 
 
@@ -66,11 +105,16 @@ class CellConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # 0: leave torch's default
-    precision: str = "fp32"
-    compile: bool = False
+    seed: int = option(0, "First seed of data, hidden value model and model init [0].")
+    device: str = option("cpu", "auto | cpu | cuda  [default: auto]", MEASUREMENT)
+    threads: int = option(0, "CPU threads for torch (0: torch's default).", MEASUREMENT)
+    precision: str = option("fp32", "fp32 | tf32 (CUDA) | bf16 (autocast)  [fp32]", MEASUREMENT)
+    compile: bool = option(
+        False,
+        "torch.compile each cell's model (compile time is warm-up).",
+        MEASUREMENT,
+        flags=("--compile/--no-compile",),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +154,77 @@ class CellConfig:
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What a sweep enumerates beyond the cell fields: models, seeds, candidate ratio, model options."""
+
+    models: str = option("all", "'all', a comma list of names, or glob patterns (prm*).", MODELS, axis=0)
+    profile: str = option("default", "seed | default | smoke", WORKLOAD, flags=("--profile",))
+    seeds: int = option(1, "Number of seeds (seed, seed+1, ...) [1].")
+    candidate_ratio: float | None = option(None, "S / T when --candidates is not given [profile's].")
+    d_model: int | None = option(None, "Model width, for every model that has one.", MODELS)
+    model_arg: list[str] = option(
+        help="KEY=VALUE model option (repeatable), e.g. num_layers=4.", panel=MODELS, factory=list
+    )
+    sweep: Path | None = option(None, "TOML file describing the sweep; flags override it.", OUTPUT, in_file=False)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run executes and where it writes: everything that is not part of a cell's identity."""
+
+    executor: str = option(
+        "process",
+        "inline: in this process (debugging) | process: each cell in a fresh process | ray  [process]. "
+        "Deprecated alias: local (= process).",
+        EXECUTION,
+    )
+    timeout: float | None = option(None, "Per-cell timeout in seconds (process or ray executor).", EXECUTION)
+    retries: int = option(0, "Ray: retries of a cell whose worker or node was lost [0].", EXECUTION)
+    ray_address: str | None = option(
+        None, "Address of a running Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a new local one.", EXECUTION
+    )
+    ray_cpus: int | None = option(None, "CPUs of the local Ray cluster started when no address is given.", EXECUTION)
+    baseline: str = option("mlp", "Model the report compares the others with [mlp].", OUTPUT)
+    out: Path = option(Path("results"), "Directory that receives <run-id>/.", OUTPUT, in_file=False)
+    run_id: str | None = option(
+        None,
+        "Name of the run directory (default: time stamp + profile). Re-using one resumes it.",
+        OUTPUT,
+        in_file=False,
+    )
+    force: bool = option(False, "Re-run cells that are already recorded.", OUTPUT, in_file=False)
+    dry_run: bool = option(False, "List the cells and exit.", OUTPUT, in_file=False)
+
+    def __post_init__(self) -> None:
+        _choice("executor", self.executor, EXECUTORS)
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"timeout must be positive, got {self.timeout:g}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        if self.ray_cpus is not None and self.ray_cpus <= 0:
+            raise ConfigError(f"ray-cpus must be positive, got {self.ray_cpus}")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> RunConfig:
+        """The run settings among merged sweep-file and CLI ``settings``, with the deprecated aliases resolved.
+
+        ``--isolation process|none`` and ``--executor local`` still work: none means inline, local and
+        process mean process.
+        """
+        values = {f.name: settings[f.name] for f in fields(cls) if settings.get(f.name) is not None}
+        isolation = settings.get("isolation")
+        if isolation is not None:
+            _choice("isolation", isolation, ISOLATIONS)
+        executor = values.get("executor", "local")
+        if executor == "local":
+            values["executor"] = "inline" if isolation == "none" else "process"
+        return cls(**values)
+
+
+ISOLATIONS = ("process", "none")  # the deprecated --isolation switch
 
 
 # (path in to_dict(), value that means "as before the field existed")
@@ -195,9 +310,7 @@ DATA_SOURCES = ("synthetic", "letor")
 
 def _choice(what: str, value: str, known: tuple[str, ...]) -> None:
     if value not in known:
-        close = difflib.get_close_matches(value, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown {what} {value!r}{hint} (known: {', '.join(known)})")
+        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
 
 
 def _validate_workload_knobs(w: WorkloadConfig) -> None:

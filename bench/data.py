@@ -315,12 +315,3 @@ def generate(config: WorkloadConfig, seed: int, device: torch.device | str = "cp
     }
     splits = {s: generate_split(config, value_model, n, seed, s, thresholds) for s, n in sizes.items()}
     return Workload(value_model=value_model, **splits)
-
-
-def load_workload(config: WorkloadConfig, seed: int, device: torch.device | str = "cpu") -> Workload:
-    """The cell's data: the synthetic world, or LETOR files (parsed once, cached next to them)."""
-    if config.data == "letor":
-        from bench.letor import load_letor
-
-        return load_letor(config, seed, device)
-    return generate(config, seed, device)

@@ -19,18 +19,17 @@ Conventions shared by all losses (docs/workloads.md has the long form):
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
+from rerankers.registry import Registry
 
 LossFn = Callable[..., torch.Tensor]
 
-LOSSES: dict[str, LossFn] = {}
 
 APPROX_NDCG_ALPHA = 1.0  # ApproxNDCG sigmoid sharpness (allRank's default)
 NEURAL_SORT_TAU = 1.0  # NeuralNDCG temperature
@@ -42,28 +41,25 @@ class UnknownLossError(ConfigError):
     """A loss name that is not registered."""
 
 
+LOSSES: Registry[LossFn] = Registry("loss", UnknownLossError)
+
+
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
     """Function decorator adding a loss under ``name``; a duplicate name raises."""
 
     def decorate(fn: LossFn) -> LossFn:
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} is already registered")
-        LOSSES[name] = fn
-        return fn
+        return LOSSES.add(name, fn)
 
     return decorate
 
 
 def loss_names() -> list[str]:
-    return sorted(LOSSES)
+    return LOSSES.names()
 
 
 def get_loss(name: str) -> LossFn:
-    if name not in LOSSES:
-        close = difflib.get_close_matches(name, loss_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownLossError(f"unknown loss {name!r}{hint} (known: {', '.join(loss_names())})")
-    return LOSSES[name]
+    """The loss registered as ``name``; an unknown name raises with the known ones and a suggestion."""
+    return LOSSES.lookup(name)
 
 
 # --- shared plumbing -------------------------------------------------------------------

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from bench.cell import new_record
 from bench.config import CellConfig, ConfigError
-
-OnDone = Callable[[CellConfig, dict[str, Any]], None]
+from bench.executor import OnProgress, OnRecord, Progress, timeout_record, worker_lost_record
 
 
 def require_ray():
@@ -31,15 +29,14 @@ def _run_cell_task(cell_dict: dict[str, Any]) -> dict[str, Any]:
     return run_cell(CellConfig.from_dict(cell_dict))
 
 
-def _error_status(error: BaseException, ray) -> str:
-    if isinstance(error, getattr(ray.exceptions, "OutOfMemoryError", ())):
-        return "oom"
-    return "failed"
+def _is_oom(error: BaseException, ray) -> bool:
+    return isinstance(error, getattr(ray.exceptions, "OutOfMemoryError", ()))
 
 
 def run_on_ray(
     cells: list[CellConfig],
-    on_done: OnDone,
+    on_done: OnRecord,
+    on_progress: OnProgress = lambda progress: None,
     address: str | None = None,
     retries: int = 0,
     timeout: float | None = None,
@@ -74,6 +71,7 @@ def run_on_ray(
                 if cell.device == "cuda":
                     options["num_gpus"] = 1
                 running[task.options(**options).remote(cell.to_dict())] = (cell, time.monotonic())
+                on_progress(Progress(cell))  # epochs are not streamed back from Ray workers
             ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             for ref in ready:
                 cell, _ = running.pop(ref)
@@ -82,13 +80,13 @@ def run_on_ray(
                 except Exception as error:  # lost worker or node after retries, OOM kill, cancellation
                     lines = str(error).strip().splitlines()
                     message = f"{type(error).__name__}: {lines[0] if lines else ''}"
-                    record = new_record(cell, _error_status(error, ray), message)
+                    record = worker_lost_record(cell, message, oom=_is_oom(error, ray))
                 on_done(cell, record)
             for ref, (cell, submitted) in list(running.items()):
                 if timeout and time.monotonic() - submitted > timeout:
                     ray.cancel(ref, force=True)
                     running.pop(ref)
-                    on_done(cell, new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s"))
+                    on_done(cell, timeout_record(cell, timeout))
     finally:
         if started_here:
             ray.shutdown()
@@ -105,3 +103,16 @@ def _capacity(ray, cells: list[CellConfig]) -> int:
             raise ConfigError("the Ray cluster has no GPU for --device cuda")
         return gpus
     return max(1, int(resources.get("CPU", 1) // max(max(c.threads, 1) for c in cells)))
+
+
+@dataclass
+class RayExecutor:
+    """Cells as Ray tasks, each in a fresh worker process (bench/ray_executor.py)."""
+
+    timeout: float | None = None
+    address: str | None = None
+    retries: int = 0
+    num_cpus: int | None = None
+
+    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
+        run_on_ray(cells, on_record, on_progress, self.address, self.retries, self.timeout, self.num_cpus)

@@ -12,11 +12,14 @@ import os
 import platform
 import subprocess
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from bench.config import CellConfig
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
@@ -119,3 +122,33 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -> dict[str, Any]:
+    """A record with every field of the schema, before any result is filled in."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown record status {status!r} (known: {', '.join(STATUSES)})")
+    return {
+        "schema": SCHEMA_VERSION,
+        "key": cell.key(),
+        "data_key": cell.data_key(),
+        "model": cell.model,
+        "config": cell.to_dict(),
+        "status": status,
+        "error": error,
+        "metrics": {},
+        "measurements": {},
+        "history": {},
+        "per_slate": {},
+        "data": {},
+        "environment": {},
+        "started_at": datetime.now(UTC).isoformat(),
+        "finished_at": None,
+    }
+
+
+def latest_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
+    path = run_dir / RECORDS_FILE
+    records = load_records(path) if path.exists() else []
+    return list({r["key"]: r for r in records}.values())

@@ -1,357 +1,33 @@
-"""Markdown reports and PNG plots, built from a run's records alone."""
+"""report.md: the markdown a person reads top-down, written from the run's records alone."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from bench.records import RECORDS_FILE, load_records, unpack_bits
-from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
+from bench.plots import write_plots
+from bench.records import latest_records
+from bench.tables import (
+    AXIS_COLUMNS,
+    AXIS_LABELS,
+    AXIS_METRICS,
+    PEAK_MEMORY,
+    PRIMARY,
+    REFERENCE_MODELS,
+    SIGNIFICANCE,
+    axis_table,
+    column_header,
+    format_value,
+    headline_table,
+    higher_is_better,
+    overview_table,
+    ranking_table,
+    records_frame,
+    reference_point,
+    swept_axes,
+)
 
 REPORT_FILE = "report.md"
-AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
-AXIS_LABELS = {
-    "loss": "loss",
-    "batch_size": "batch size",
-    "slate_length": "slate length T",
-    "candidates": "candidates S",
-    "user_dim": "user feature dim",
-    "item_dim": "item feature dim",
-}
-# metric column -> (header, True if higher is better)
-AXIS_METRICS = {
-    "slate_acc": ("slate_acc", True),
-    "train_samples_per_s": ("train throughput (samples/s)", True),
-    "latency_b1_p50_ms": ("inference latency, batch 1, p50 (ms)", False),
-    "peak_memory_mib": ("{memory}", False),
-}
-SIGNIFICANCE = 0.05
-# Models that train nothing and bound the others; the report names them when they ran.
-REFERENCE_MODELS = {
-    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
-    "random": "is the floor (a random order)",
-    "initial": "keeps the displayed (initial) order",
-}
-
-
-def _hits(record: dict[str, Any]) -> np.ndarray | None:
-    packed = record.get("per_slate", {}).get("slate_hits")
-    metrics = record.get("metrics", {})
-    count = metrics.get("judged_slates", metrics.get("test_slates"))  # hits are kept for judged slates
-    return unpack_bits(packed, count) if packed and count else None
-
-
-def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record: its axes, status, metrics and measurements as columns."""
-    rows = []
-    for r in records:
-        config, x = r["config"], r.get("measurements", {})
-        row: dict[str, Any] = {
-            "key": r["key"],
-            "model": r["model"],
-            "seed": config["seed"],
-            "status": r["status"],
-            "error": r.get("error"),
-            "device": config["device"],
-            # cells that differ only in model and seed share a point
-            "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
-            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS if axis != "loss"},
-            "loss": config["train"]["loss"],
-            **r.get("metrics", {}),
-            **x,
-        }
-        row["peak_memory_mib"] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
-        row["_record"] = r
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def metric_names(frame: pd.DataFrame) -> list[str]:
-    """Quality metrics present in the records, in a stable reading order."""
-    first = ["slate_acc", "total_acc", "mrr", "regret"]
-    names = set()
-    for record in frame["_record"]:
-        names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float))
-
-    def order(name: str) -> tuple[str, int]:
-        family, _, k = name.partition("@")
-        return family, int(k) if k.isdigit() else 0
-
-    return [m for m in first if m in names] + sorted(names - set(first), key=order)
-
-
-def _fmt(value: Any, decimals: int | None = None) -> str:
-    """Fixed decimals when given (accuracies), else 3 significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if decimals is not None:
-        return f"{value:.{decimals}f}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def _with_interval(mean: float, half: float, decimals: int | None = None) -> str:
-    return _fmt(mean, decimals) if math.isnan(half) else f"{_fmt(mean, decimals)} ± {_fmt(half, decimals)}"
-
-
-def swept_axes(frame: pd.DataFrame) -> list[str]:
-    """Axes with several values; candidates is left out when it only follows the slate length."""
-    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
-    if "candidates" in axes and "slate_length" in axes:
-        if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
-            axes.remove("candidates")
-    return axes
-
-
-def _status_text(group: pd.DataFrame) -> str:
-    counts = group["status"].value_counts()
-    return ", ".join(f"{s}" if n == len(group) else f"{n}/{len(group)} {s}" for s, n in counts.items())
-
-
-def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | None]:
-    """Mean over the seeds' ok cells, its 95% half-width, and a status note for failures."""
-    ok = group[group["status"] == "ok"]
-    note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
-    if ok.empty or column not in ok or ok[column].isna().all():
-        return math.nan, math.nan, note or _status_text(group)
-    values = ok[column].dropna().tolist()
-    if len(values) == 1 and column == "slate_acc":
-        judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
-        slates = int(ok["test_slates"].iloc[0] if pd.isna(judged) else judged)
-        return values[0], binomial_interval(values[0], slates), note
-    mean, half = mean_interval(values)
-    return mean, half, note
-
-
-def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
-    """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None."""
-    a = model[model["status"] == "ok"].set_index("seed")
-    b = base[base["status"] == "ok"].set_index("seed")
-    seeds = sorted(set(a.index) & set(b.index))
-    if not seeds or column not in a or column not in b:
-        return None
-    if len(seeds) == 1 and column == "slate_acc":
-        hits_a, hits_b = _hits(a.loc[seeds[0], "_record"]), _hits(b.loc[seeds[0], "_record"])
-        if hits_a is None or hits_b is None or len(hits_a) != len(hits_b):
-            return None
-        return (*paired_slates(hits_a, hits_b), "McNemar")
-    if len(seeds) < 2:
-        return None
-    return (*paired_seeds(a.loc[seeds, column].tolist(), b.loc[seeds, column].tolist()), "paired t")
-
-
-def _memory_header(frame: pd.DataFrame) -> str:
-    return "CUDA peak allocated, training (MiB)" if (frame["device"] == "cuda").any() else "peak RSS (MiB)"
-
-
-def headline_metrics(frame: pd.DataFrame) -> list[str]:
-    """The overview's quality columns: slate_acc, total_acc, ndcg and map at the largest k <= 5, mrr, regret."""
-    names = metric_names(frame)
-
-    def at_most_5(prefix: str) -> list[str]:
-        ks = [int(n.split("@")[1]) for n in names if n.startswith(prefix + "@")]
-        small = [k for k in ks if k <= 5]
-        return [f"{prefix}@{max(small)}"] if small else []
-
-    return (
-        [n for n in ("slate_acc", "total_acc") if n in names]
-        + at_most_5("ndcg")
-        + at_most_5("map")
-        + [n for n in ("mrr", "regret") if n in names]
-    )
-
-
-def ranking_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every quality metric of every model, mean (± 95% CI over seeds when there are several)."""
-    rows = []
-    for model, group in frame.groupby("model", sort=False):
-        row: dict[str, Any] = {"model": model}
-        for metric in metric_names(frame):
-            mean, half, note = summarize(group, metric)
-            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Models as rows at one point: headline metrics as mean (± 95% CI), speed and memory."""
-    base = frame[frame["model"] == baseline]
-    metrics = headline_metrics(frame)
-    memory = _memory_header(frame)
-    rows = []
-    for model, group in frame.groupby("model", sort=False):
-        row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
-        params = group["parameters"].dropna() if "parameters" in group else []
-        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
-        for metric in metrics:
-            mean, half, note = summarize(group, metric)
-            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
-        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
-        if delta:
-            diff, half, p, _ = delta
-            mark = "*" if p < SIGNIFICANCE else ""
-            row[f"Δ slate_acc vs {baseline}"] = f"{diff:+.3f} ± {half:.3f}{mark}"
-            row["p"] = f"{p:.2g}"
-        else:
-            row[f"Δ slate_acc vs {baseline}"] = "–"
-            row["p"] = "–"
-        for column, header in (
-            ("train_samples_per_s", "train (samples/s)"),
-            ("infer_samples_per_s", "inference (samples/s)"),
-            ("latency_b1_p50_ms", "latency b1 p50 (ms)"),
-            ("latency_b1_p99_ms", "latency b1 p99 (ms)"),
-            ("peak_memory_mib", memory),
-            ("train_flops_per_sample", "train FLOPs/sample"),
-            ("train_mfu", "train MFU (%)"),
-            ("wall_seconds", "wall (s)"),
-        ):
-            mean, _, _ = summarize(group, column)
-            row[header] = _fmt(mean * 100 if column == "train_mfu" else mean)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
-    """Each swept axis at its smallest value (the founding kl loss, when it is among the losses)."""
-    return {axis: "kl" if axis == "loss" and "kl" in set(frame[axis]) else frame[axis].min() for axis in axes}
-
-
-def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
-    label = f"{AXIS_LABELS[axis]} = {value}"
-    if axis == "slate_length":
-        candidates = frame.loc[frame[axis] == value, "candidates"].unique()
-        if len(candidates) == 1:
-            label += f" (S {candidates[0]})"
-    return label
-
-
-def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
-    """Models as rows, the axis's values as columns; best per column in bold."""
-    values = sorted(frame[axis].unique())
-    cells: dict[str, dict[Any, str]] = {}
-    means: dict[Any, dict[str, float]] = {v: {} for v in values}
-    for model, group in frame.groupby("model", sort=False):
-        cells[model] = {}
-        for value in values:
-            at = group[group[axis] == value]
-            if at.empty:
-                cells[model][value] = "–"
-                continue
-            mean, half, note = summarize(at, column)
-            if math.isnan(mean):
-                cells[model][value] = note or "–"
-                continue
-            text = _with_interval(mean, half, 3 if column == "slate_acc" else None)
-            if column == "slate_acc" and model != baseline:
-                base = frame[(frame["model"] == baseline) & (frame[axis] == value)]
-                delta = compare_with_baseline(at, base) if not base.empty else None
-                if delta and delta[2] < SIGNIFICANCE:
-                    text += " †"
-            if note:
-                text += f" ({note})"
-            cells[model][value] = text
-            means[value][model] = mean
-    for value in values:
-        if means[value]:
-            pick = max if higher_is_better else min
-            best = pick(means[value], key=means[value].get)
-            cells[best][value] = f"**{cells[best][value]}**"
-    table = pd.DataFrame.from_dict(cells, orient="index", columns=values)
-    table.index.name = "model"
-    table.columns = [_value_label(frame, axis, v) for v in values]
-    return table.reset_index()
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both coordinates (higher is better)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points):
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tuple[str, str]]:
-    """PNG plots next to the report; returns (title, file name) pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = frame[frame["status"] == "ok"]
-    if ok.empty:
-        return []
-    written = []
-    reference = reference_point(frame, axes)
-
-    def at_reference(data: pd.DataFrame, free: str) -> pd.DataFrame:
-        for axis in axes:
-            if axis != free:
-                data = data[data[axis] == reference[axis]]
-        return data
-
-    memory = _memory_header(frame)
-    line_plots = [
-        ("slate_length", "slate_acc", "slate accuracy", "accuracy_vs_slate_length.png", False),
-        ("batch_size", "train_samples_per_s", "training throughput (samples/s)", "throughput_vs_batch_size.png", True),
-        ("batch_size", "peak_memory_mib", memory, "memory_vs_batch_size.png", True),
-    ]
-    for axis, column, label, name, log in line_plots:
-        if axis not in axes:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        data = at_reference(ok, axis)
-        for model, group in data.groupby("model", sort=False):
-            stats_by_value = [(v, *mean_interval(g[column].dropna().tolist())) for v, g in group.groupby(axis)]
-            xs, ys, errs = zip(*stats_by_value, strict=True)
-            ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], marker="o", capsize=3, label=model)
-        if log:
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-        elif column == "slate_acc":
-            ax.set_ylim(0, 1.02)  # an accuracy; with few seeds the t-interval can reach past 1
-        ax.set_xlabel(AXIS_LABELS[axis])
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} vs {AXIS_LABELS[axis]} (mean over seeds, 95% t-interval)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(run_dir / name, dpi=110)
-        plt.close(fig)
-        written.append((f"{label} vs {AXIS_LABELS[axis]}", name))
-
-    summary = (
-        ok.groupby(["model", "point"], sort=False)
-        .agg(acc=("slate_acc", "mean"), speed=("infer_samples_per_s", "mean"))
-        .reset_index()
-        .dropna()
-    )
-    if not summary.empty:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for model, group in summary.groupby("model", sort=False):
-            ax.scatter(group["speed"], group["acc"], label=model, alpha=0.8)
-        points = list(zip(summary["speed"], summary["acc"], strict=True))
-        front = pareto_front(points)
-        ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, label="Pareto front")
-        ax.scatter(
-            [points[i][0] for i in front], [points[i][1] for i in front], s=80, facecolors="none", edgecolors="k"
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("inference throughput at the cell's batch size (samples/s)")
-        ax.set_ylabel("slate accuracy")
-        ax.set_title("accuracy vs inference throughput (each point: one model at one shape)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(run_dir / "accuracy_vs_throughput.png", dpi=110)
-        plt.close(fig)
-        written.append(("accuracy vs inference throughput, Pareto front dashed", "accuracy_vs_throughput.png"))
-    return written
 
 
 def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = None) -> str:
@@ -406,7 +82,7 @@ HOW_TO_READ = """\
   excluded). **inference**: median samples/s of eval-mode forward passes at the cell's batch size.
   **latency b1**: one eval-mode forward pass at batch size 1 (an online request), percentiles over requests.
 - **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
-  `--isolation none`, in which case it is the whole run's). **CUDA peak allocated**:
+  `--executor inline`, in which case it is the whole run's). **CUDA peak allocated**:
   `torch.cuda.max_memory_allocated` during training.
 - **FLOPs/sample**: matmul FLOPs of one training step (forward + backward) per sample, counted by
   `torch.utils.flop_counter.FlopCounterMode`. **MFU**: achieved training FLOP/s over the device's peak for the
@@ -448,14 +124,17 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines += [f"## Overview: {_describe_point(at_reference['_record'].iloc[0])}", ""]
         if axes:
             lines += ["(the sweep's reference point: each swept axis at its smallest value; a swept loss at kl)", ""]
-        lines += [overview_table(at_reference, baseline).to_markdown(index=False), ""]
-        lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
+        lines += [headline_table(at_reference, baseline).to_markdown(index=False), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
-        lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
-        if references:
-            lines += ["Reference rows: " + "; ".join(references) + ".", ""]
-    memory = _memory_header(frame)
+        lines += [
+            f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}."
+            + (" Reference rows (in italics, last): " + "; ".join(references) + "." if references else ""),
+            "",
+        ]
+        lines += ["### Every headline value", "", overview_table(at_reference, baseline).to_markdown(index=False), ""]
+        lines += ["### Ranking metrics", "", ranking_table(at_reference).to_markdown(index=False), ""]
+        lines += ["Model options: " + "; ".join(f"{m} {o or 'defaults'}" for m, o in options.items()), ""]
     for axis in axes:
         fixed = {a: reference[a] for a in axes if a != axis}
         data = frame
@@ -463,11 +142,12 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             data = data[data[other] == value]
         fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
         lines += [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
-        for column, (header, higher) in AXIS_METRICS.items():
+        for column in AXIS_METRICS:
             if column not in data or data[column].isna().all() and (data["status"] == "ok").any():
                 continue
-            lines += [f"### {header.format(memory=memory)}", ""]
-            lines += [axis_table(data, axis, column, baseline, higher).to_markdown(index=False), ""]
+            lines += [f"### {column_header(frame, column)}", ""]
+            table = axis_table(data, axis, column, baseline, higher_is_better(column))
+            lines += [table.to_markdown(index=False), ""]
     if plots:
         lines += ["## Plots", ""]
         for caption, name in plots:
@@ -482,14 +162,14 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             "slate_acc",
             "train_samples_per_s",
             "latency_b1_p50_ms",
-            "peak_memory_mib",
+            PEAK_MEMORY,
             "wall_seconds",
         ]
         table = frame[[c for c in columns if c in frame]].copy()
-        for c in ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", "peak_memory_mib", "wall_seconds"):
+        for c in (*AXIS_METRICS, "wall_seconds"):
             if c in table:
                 shown = (table["status"] == "ok") | (c == "wall_seconds")
-                table[c] = [_fmt(v) if keep else "–" for v, keep in zip(table[c], shown, strict=True)]
+                table[c] = [format_value(v) if keep else "–" for v, keep in zip(table[c], shown, strict=True)]
         lines += [table.to_markdown(index=False), ""]
     failures = frame[frame["status"] != "ok"]
     if not failures.empty:
@@ -503,13 +183,6 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines.append("")
     lines.append(HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE))
     return "\n".join(lines)
-
-
-def latest_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
-    path = run_dir / RECORDS_FILE
-    records = load_records(path) if path.exists() else []
-    return list({r["key"]: r for r in records}.values())
 
 
 def write_report(run_dir: Path, baseline: str = "mlp") -> Path:

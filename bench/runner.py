@@ -1,81 +1,31 @@
-"""Runs cells one after another, each in its own process by default, appending records.
+"""Runs a plan's cells on its executor, appending each record as it arrives.
 
-A finished cell's record is appended (and fsynced) before the next cell starts, so a
-killed run loses at most the cell in flight, and re-running skips what is recorded.
+A finished cell's record is appended (and fsynced) at once, so a killed run loses at most the cells in
+flight, and re-running skips what is recorded.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import tempfile
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cell import new_record, run_cell
-from bench.config import CellConfig
+from bench.config import CellConfig, RunConfig
+from bench.executor import Executor, InlineExecutor, OnProgress, ProcessExecutor
 from bench.records import RECORDS_FILE, append_record, load_records
 
-ISOLATIONS = ("process", "none")
-EXECUTORS = ("local", "ray")
-EpochCallback = Callable[[int, float, float], None]
 
+def make_executor(run: RunConfig) -> Executor:
+    if run.executor == "inline":
+        return InlineExecutor()
+    if run.executor == "ray":
+        from bench.ray_executor import RayExecutor
 
-def _run_in_subprocess(cell: CellConfig, on_epoch: EpochCallback, timeout: float | None) -> dict[str, Any]:
-    with tempfile.TemporaryFile(mode="w+") as stderr:
-        # Its own session: a Ctrl-C reaches only the driver, which then stops the worker.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,
-        )
-        timed_out = threading.Event()
-
-        def expire() -> None:
-            timed_out.set()
-            worker.kill()
-
-        watchdog = threading.Timer(timeout, expire) if timeout else None
-        record = None
-        try:
-            if watchdog:
-                watchdog.start()
-            assert worker.stdin is not None and worker.stdout is not None
-            worker.stdin.write(json.dumps(cell.to_dict()))
-            worker.stdin.close()
-            for line in worker.stdout:
-                try:
-                    message = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # stray output from a library
-                if message.get("event") == "epoch":
-                    on_epoch(message["epoch"], message["loss"], message["valid_slate_acc"])
-                elif message.get("event") == "record":
-                    record = message["record"]
-            code = worker.wait()
-        finally:
-            if watchdog:
-                watchdog.cancel()
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-        if record is not None:
-            return record
-        if timed_out.is_set():
-            return new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s")
-        stderr.seek(0)
-        tail = stderr.read()[-2000:].strip()
-        cause = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        status = "oom" if code == -9 else "failed"  # the kernel's OOM killer sends SIGKILL
-        return new_record(cell, status, f"worker {cause}: {tail}")
+        return RayExecutor(run.timeout, run.ray_address, run.retries, run.ray_cpus)
+    return ProcessExecutor(run.timeout)
 
 
 @dataclass
@@ -95,36 +45,27 @@ def pending_cells(cells: list[CellConfig], run_dir: Path, force: bool = False) -
 def run_cells(
     cells: list[CellConfig],
     run_dir: Path,
-    isolation: str = "process",
-    timeout: float | None = None,
-    force: bool = False,
-    on_start: Callable[[CellConfig], None] = lambda cell: None,
-    on_epoch: EpochCallback = lambda epoch, loss, acc: None,
+    run: RunConfig,
+    on_progress: OnProgress = lambda progress: None,
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
-    extra: dict[str, Any] | None = None,
-    executor: str = "local",
-    ray_options: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Run every cell not already recorded in ``run_dir``, appending one record per cell."""
-    todo = pending_cells(cells, run_dir, force)
+    """Run every cell not already recorded in ``run_dir`` on ``run``'s executor, appending one record per cell."""
+    todo = pending_cells(cells, run_dir, run.force)
     summary = RunSummary(skipped=len(cells) - len(todo))
+    extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}}
 
-    def finish(record: dict[str, Any]) -> None:
-        record.update(extra or {})
+    def on_record(cell: CellConfig, record: dict[str, Any]) -> None:
+        record.update(extra)
         append_record(run_dir / RECORDS_FILE, record)
         summary.ran += 1
         summary.statuses[record["status"]] += 1
         on_done(record)
 
-    if executor == "ray":
-        from bench.ray_executor import run_on_ray
-
-        run_on_ray(todo, lambda cell, record: finish(record), timeout=timeout, **(ray_options or {}))
-        return summary
-    for cell in todo:
-        on_start(cell)
-        if isolation == "process":
-            finish(_run_in_subprocess(cell, on_epoch, timeout))
-        else:
-            finish(run_cell(cell, on_epoch))
+    make_executor(run).run(todo, on_record, on_progress)
     return summary
+
+
+def _command_line() -> str | None:
+    import shlex
+
+    return shlex.join(["bench", *sys.argv[1:]]) if sys.argv and "bench" in sys.argv[0] else None

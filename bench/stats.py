@@ -7,7 +7,8 @@ import math
 import numpy as np
 from scipy import stats
 
-Z95 = 1.959963984540054
+CONFIDENCE = 0.95
+Z95 = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))  # two-sided normal quantile of the 95% intervals
 
 
 def mean_interval(values: list[float]) -> tuple[float, float]:
@@ -15,7 +16,7 @@ def mean_interval(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=float)
     if len(array) < 2:
         return float(array.mean()) if len(array) else math.nan, math.nan
-    half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
     return float(array.mean()), float(half)
 
 

@@ -13,57 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.config import CellConfig, ConfigError, profile, validate, with_overrides
+from bench.config import CellConfig, ConfigError, RunConfig, profile, validate, with_overrides
+from bench.options import axes, cell_scalars, check_settings
 
-# Axis name -> type of its values, in the order cells are enumerated.
-AXES: dict[str, type] = {
-    "model": str,
-    "batch_size": int,
-    "slate_length": int,
-    "candidates": int,
-    "user_dim": int,
-    "item_dim": int,
-    "loss": str,
-    "seed": int,
-}
-# Single-valued settings a sweep file or the CLI may give.
-SCALARS: dict[str, type] = {
-    "profile": str,
-    "seed": int,
-    "seeds": int,
-    "candidate_ratio": float,
-    "batches": int,
-    "epochs": int,
-    "valid_slates": int,
-    "test_slates": int,
-    "d_model": int,
-    "threads": int,
-    "device": str,
-    "precision": str,
-    "compile": bool,
-    "isolation": str,
-    "timeout": float,
-    "executor": str,
-    "ray_address": str,
-    "ray_cpus": int,
-    "retries": int,
-    "baseline": str,
-    "model_arg": list,
-    "slate_min": int,
-    "initial_noise": str,
-    "click_model": str,
-    "eta": float,
-    "labels": str,
-    "data": str,
-    "data_path": str,
-    "initial_ranker": str,
-}
-FILE_KEYS = {"models", *AXES, *SCALARS} - {"model"}
-# Single-valued settings that are fields of the cell config, as they are (initial_noise is parsed).
-CELL_SETTINGS = (
-    "batches", "epochs", "valid_slates", "test_slates", "threads", "device", "precision", "compile",
-    "slate_min", "click_model", "eta", "labels", "data", "data_path", "initial_ranker",
-)  # fmt: skip
+SEED_RANK = 70  # the seeds axis (seed, seed+1, ...) sits between the item-dim and candidates axes
 
 
 def parse_list(value: Any, kind: type, name: str) -> list[Any]:
@@ -86,10 +39,7 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"sweep file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"sweep file {path} is not valid TOML: {error}") from None
-    unknown = set(data) - FILE_KEYS
-    if unknown:
-        raise ConfigError(f"sweep file {path}: unknown key(s) {', '.join(sorted(unknown))}")
-    return data
+    return check_settings(data, f"sweep file {path}")
 
 
 def _parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -124,22 +74,33 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     base = CellConfig(model="", **{k: v for k, v in preset.items() if k != "model_kwargs"})
     base = with_overrides(
         base,
-        **{name: settings.get(name) for name in CELL_SETTINGS},
+        **{name: settings.get(name) for name in cell_scalars()},
         initial_noise=noise_level(settings.get("initial_noise")),
     )
-    models = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
     seeds = settings.get("seeds", 1)
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds must be a positive count, got {seeds!r}")
     first_seed = int(settings.get("seed", base.seed))
-    axes: dict[str, list[Any]] = {"model": models, "seed": list(range(first_seed, first_seed + seeds))}
-    for name in ("batch_size", "slate_length", "user_dim", "item_dim"):
-        axes[name] = parse_list(settings.get(name, getattr(base.workload, name)), AXES[name], name)
-    axes["loss"] = parse_list(settings.get("loss", base.train.loss), str, "loss")
-    explicit_candidates = settings.get("candidates")
     ratio = float(settings.get("candidate_ratio") or base.workload.candidates / base.workload.slate_length)
     if ratio < 1:
         raise ConfigError(f"candidate-ratio must be at least 1, got {ratio:g}")
+
+    # Each axis: its values, in product order. models expands globs; candidates default to ratio x T.
+    values: dict[str, list[Any]] = {}
+    ranks: dict[str, int] = {"seed": SEED_RANK}
+    for axis in axes():
+        ranks[axis.name] = axis.axis
+        if axis.name == "models":
+            values["models"] = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
+        elif axis.name == "candidates":
+            given = settings.get("candidates")
+            values["candidates"] = parse_list(given, int, "candidates") if given is not None else [None]
+        else:
+            default = _field_value(base, axis.name)
+            values[axis.name] = parse_list(settings.get(axis.name, default), axis.type, axis.name)
+    values["seed"] = list(range(first_seed, first_seed + seeds))
+    order = sorted(values, key=ranks.__getitem__)
+    models = values["models"]
 
     model_options = dict(preset.get("model_kwargs", {}))
     explicit_options = _parse_model_args(settings.get("model_arg") or [])
@@ -150,30 +111,40 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
             raise ConfigError(f"no selected model takes the option {name!r}")
     model_options.update(explicit_options)
 
-    candidate_lists = parse_list(explicit_candidates, int, "candidates") if explicit_candidates is not None else [None]
     cells = []
-    for model, loss, batch_size, slate, user_dim, item_dim, seed, candidates in itertools.product(
-        axes["model"],
-        axes["loss"],
-        axes["batch_size"],
-        axes["slate_length"],
-        axes["user_dim"],
-        axes["item_dim"],
-        axes["seed"],
-        candidate_lists,
-    ):
+    for point in itertools.product(*(values[name] for name in order)):
+        overrides = dict(zip(order, point, strict=True))
+        model = overrides.pop("models")
+        if overrides["candidates"] is None:
+            overrides["candidates"] = max(overrides["slate_length"], round(ratio * overrides["slate_length"]))
         accepted = get_spec(model).options()
         cell = with_overrides(
             replace(base, model=model),
-            batch_size=batch_size,
-            slate_length=slate,
-            candidates=candidates if candidates is not None else max(slate, round(ratio * slate)),
-            user_dim=user_dim,
-            item_dim=item_dim,
-            seed=seed,
-            loss=loss,
+            **overrides,
             model_kwargs={k: v for k, v in model_options.items() if k in accepted},
         )
         validate(cell)
         cells.append(cell)
     return cells
+
+
+def _field_value(cell: CellConfig, name: str) -> Any:
+    for holder in (cell.workload, cell.train, cell.measure, cell):
+        if hasattr(holder, name):
+            return getattr(holder, name)
+    raise KeyError(name)
+
+
+def plan(settings: dict[str, Any]) -> tuple[RunConfig, list[CellConfig]]:
+    """Merged settings -> the run's own configuration and every cell, all validated (nothing runs yet)."""
+    run = RunConfig.from_settings(settings)
+    from rerankers import get_spec
+
+    run = replace(run, baseline=get_spec(run.baseline).name)
+    if run.executor == "ray":
+        from bench.ray_executor import require_ray
+
+        require_ray()
+    if settings.get("data") == "letor" and "labels" not in settings:
+        settings = {**settings, "labels": "graded"}
+    return run, build_cells(settings)

@@ -46,5 +46,35 @@ def main() -> None:
     _emit({"event": "record", "record": record})
 
 
+def run_forked(connection, cell_dict: dict, environment: dict[str, str], log_path: str) -> None:
+    """A cell in a child of the pre-started server (bench/executor.py): torch and the registry are already imported.
+
+    The server started with the environment of the run's first cell; this cell gets the driver's environment of
+    now (plugins, paths), its own session (a Ctrl-C reaches only the driver) and its output in ``log_path``.
+    """
+    import os
+
+    os.setsid()
+    _die_with_parent()
+    try:
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:  # the driver was interrupted while this process started: nobody waits for it
+        os._exit(1)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.environ.clear()
+    os.environ.update(environment)
+    for entry in reversed(environment.get("PYTHONPATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
+    cell = CellConfig.from_dict(cell_dict)
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        connection.send({"event": "epoch", "epoch": epoch, "loss": loss, "valid_slate_acc": acc})
+
+    connection.send({"event": "record", "record": run_cell(cell, on_epoch=on_epoch)})
+    connection.close()
+
+
 if __name__ == "__main__":
     main()

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 from bench.cell import evaluate
-from bench.config import CellConfig
-from bench.data import load_workload
+from bench.config import CellConfig, RunConfig
 from bench.losses import loss_names
 from bench.records import load_records
 from bench.report import write_report
 from bench.runner import run_cells
 from bench.sweep import build_cells
+from bench.workloads import load_workload
 
 COLUMNS = ("slate_acc", "ndcg@5", "map@5", "regret")
 
@@ -75,7 +75,7 @@ def main() -> None:
         run_cells(
             cells,
             run_dir,
-            args.isolation,
+            RunConfig.from_settings({"isolation": args.isolation}),
             on_done=lambda r: print(
                 f"{r['model']:<12} {r['config']['train']['loss']:<11} {r['status']}", file=sys.stderr
             ),

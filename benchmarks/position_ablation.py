@@ -8,7 +8,7 @@ and prints a per-seed summary.
 
 A spec is ``name`` or ``name:key=value,key=value`` (model options). Each spec is registered
 under its own display name at run time, so the report tells the variants apart; cells run
-in this process (``--isolation none`` is implied).
+in this process (the inline executor).
 
 By default it compares ``prm`` with ``prm:position_embedding=false`` (the paper's ablation):
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.config import RunConfig
 from bench.records import load_records, unpack_bits
 from bench.report import write_report
 from bench.runner import run_cells
@@ -99,7 +100,7 @@ def main() -> None:
         acc = f"slate_acc {m['slate_acc']:.4f}" if record["status"] == "ok" else record["error"]
         print(f"seed {record['config']['seed']} {record['model']:<40} {record['status']} {acc}", file=sys.stderr)
 
-    run_cells(cells, run_dir, "none", on_done=done)
+    run_cells(cells, run_dir, RunConfig(executor="inline"), on_done=done)
     report = write_report(run_dir, baseline=without_name)
 
     keys = {c.key() for c in cells}

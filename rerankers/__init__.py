@@ -4,11 +4,11 @@
 from rerankers import baselines as _baselines  # noqa: F401
 from rerankers import deepsets as _deepsets  # noqa: F401
 from rerankers import dlcm as _dlcm  # noqa: F401
-from rerankers import founding as _founding  # noqa: F401
 from rerankers import gsf as _gsf  # noqa: F401
 from rerankers import prm as _prm  # noqa: F401
 from rerankers import seq2slate as _seq2slate  # noqa: F401
 from rerankers import setrank as _setrank  # noqa: F401
+from rerankers import transformer as _transformer  # noqa: F401
 from rerankers.batch import SlateBatch, mask_padding, masked_mean, reading_order, user_item_features
 from rerankers.registry import (
     ENTRY_POINT_GROUP,

@@ -16,12 +16,47 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "rerank_bench.rerankers"
 PLUGINS_ENV = "RERANK_BENCH_PLUGINS"
+
+
+def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name, or nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Registry(dict[str, T], Generic[T]):
+    """Named entries of one kind (models, losses): a duplicate name raises, an unknown one raises ``error``
+    with the closest known name. ``before_lookup`` runs before names are listed or looked up (plugins)."""
+
+    def __init__(self, kind: str, error: type[Exception] = KeyError, before_lookup: Callable[[], None] | None = None):
+        super().__init__()
+        self.kind, self.error, self._before_lookup = kind, error, before_lookup
+
+    def add(self, name: str, entry: T) -> T:
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self[name] = entry
+        return entry
+
+    def names(self) -> list[str]:
+        if self._before_lookup:
+            self._before_lookup()
+        return sorted(self)
+
+    def lookup(self, name: str) -> T:
+        known = self.names()
+        if name not in self:
+            raise self.error(f"unknown {self.kind} {name!r}{did_you_mean(name, known)} (known: {', '.join(known)})")
+        return self[name]
 
 
 class UnknownModelError(KeyError):
@@ -54,7 +89,7 @@ class ModelSpec:
         }
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+_REGISTRY: Registry[ModelSpec] = Registry("model", UnknownModelError, lambda: load_plugins())
 _plugins_loaded = False
 
 
@@ -73,10 +108,8 @@ def register(
     """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
         summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = ModelSpec(name, factory, summary, permutation_equivariant, trainable, needs_utility)
+        _REGISTRY.add(name, ModelSpec(name, factory, summary, permutation_equivariant, trainable, needs_utility))
         return factory
 
     return decorate
@@ -103,22 +136,11 @@ def load_plugins() -> None:
 
 
 def model_names() -> list[str]:
-    load_plugins()
-    return sorted(_REGISTRY)
-
-
-def _unknown(name: str) -> UnknownModelError:
-    known = model_names()
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return UnknownModelError(f"unknown model {name!r}{hint} (known: {', '.join(known)})")
+    return _REGISTRY.names()
 
 
 def get_spec(name: str) -> ModelSpec:
-    load_plugins()
-    if name not in _REGISTRY:
-        raise _unknown(name)
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def list_models(pattern: str = "all") -> list[str]:

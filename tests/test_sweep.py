@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.config import ConfigError
+from bench.plots import pareto_front
 from bench.records import append_record, load_records
-from bench.report import pareto_front
 from bench.stats import mean_interval, paired_seeds, paired_slates
 from bench.sweep import build_cells
 
@@ -254,9 +254,9 @@ def test_sweep_report_has_axis_tables_plots_and_intervals(sweep_run):
     for heading in (
         "## Across batch size",
         "## Across slate length T",
-        "### slate_acc",
-        "### train throughput (samples/s)",
-        "### inference latency, batch 1, p50 (ms)",
+        "### slate accuracy",
+        "### train (samples/s)",
+        "### latency b1 p50 (ms)",
         "### peak RSS (MiB)",
         "## Every cell",
         "paired t-test",

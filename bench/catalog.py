@@ -1,0 +1,107 @@
+"""The metric catalog: every recorded metric and measurement, with its label, unit, direction and kind.
+
+Report tables, plots and ``bench compare`` read what a value means from here; adding a metric to the
+record is adding one entry. Names ending in ``@k`` (``ndcg@k``) stand for a family (``ndcg@1``, ``ndcg@5``...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Direction(IntEnum):
+    LOWER = -1  # lower is better
+    NEITHER = 0  # a fact about the cell, not a score
+    HIGHER = 1  # higher is better
+
+
+# kinds: accuracy (a quality score), speed, latency, memory, compute, time, count (a size, never compared)
+QUALITY_KINDS = ("accuracy",)
+REGRESSION_KINDS = ("accuracy", "speed", "latency")  # a worse value beyond the threshold fails `bench compare`
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    direction: Direction
+    kind: str
+    section: str  # the record's section: "metrics" or "measurements"
+
+    def worse(self, before: float, after: float, threshold: float) -> bool:
+        """``after`` is worse than ``before`` by more than ``threshold`` (relative) in this metric's direction."""
+        if self.direction is Direction.NEITHER or before == 0:
+            return False
+        relative = (after - before) / abs(before)
+        return relative * self.direction < -threshold
+
+
+H, L, N = Direction.HIGHER, Direction.LOWER, Direction.NEITHER
+_M, _X = "metrics", "measurements"
+
+_ENTRIES = (
+    # quality, over the test split (bench/cell.py:evaluate, bench/metrics.py)
+    Metric("slate_acc", "slate accuracy", "", H, "accuracy", _M),
+    Metric("total_acc", "total accuracy (whole candidate list)", "", H, "accuracy", _M),
+    Metric("mrr", "MRR", "", H, "accuracy", _M),
+    Metric("regret", "regret (true utility lost)", "", L, "accuracy", _M),
+    Metric("ndcg@k", "NDCG@k", "", H, "accuracy", _M),
+    Metric("label_ndcg@k", "label NDCG@k", "", H, "accuracy", _M),
+    Metric("map@k", "MAP@k", "", H, "accuracy", _M),
+    Metric("precision@k", "precision@k", "", H, "accuracy", _M),
+    Metric("test_slates", "test slates", "slates", N, "count", _M),
+    Metric("judged_slates", "judged test slates", "slates", N, "count", _M),
+    # measurements (bench/measure.py, bench/flops.py, bench/cell.py)
+    Metric("parameters", "parameters", "", N, "count", _X),
+    Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X),
+    Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X),
+    Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X),
+    Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X),
+    Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X),
+    Metric("cpu_peak_rss_mib", "peak RSS", "MiB", L, "memory", _X),
+    Metric("cuda_peak_allocated_train_mib", "CUDA peak allocated, training", "MiB", L, "memory", _X),
+    Metric("cuda_peak_allocated_infer_mib", "CUDA peak allocated, inference", "MiB", L, "memory", _X),
+    Metric("cuda_peak_reserved_train_mib", "CUDA peak reserved, training", "MiB", L, "memory", _X),
+    Metric("cuda_peak_reserved_infer_mib", "CUDA peak reserved, inference", "MiB", L, "memory", _X),
+    Metric("train_flops_per_sample", "train compute per sample", "FLOP", N, "compute", _X),
+    Metric("infer_flops_per_sample", "inference compute per sample", "FLOP", N, "compute", _X),
+    Metric("train_flops_per_s", "train FLOP/s", "FLOP/s", H, "compute", _X),
+    Metric("infer_flops_per_s", "inference FLOP/s", "FLOP/s", H, "compute", _X),
+    Metric("peak_flops_per_s", "device peak FLOP/s", "FLOP/s", N, "compute", _X),
+    Metric("train_mfu", "train MFU", "", H, "compute", _X),
+    Metric("infer_mfu", "inference MFU", "", H, "compute", _X),
+    Metric("train_steady_seconds", "training time after warm-up", "s", L, "time", _X),
+    Metric("train_warmup_seconds", "warm-up time (includes compilation)", "s", L, "time", _X),
+    Metric("wall_seconds", "cell wall time", "s", L, "time", _X),
+)
+CATALOG: dict[str, Metric] = {m.name: m for m in _ENTRIES}
+
+
+def lookup(name: str) -> Metric | None:
+    """The catalog entry of a recorded name (``ndcg@5`` -> the ``ndcg@k`` family, relabelled); None if unknown."""
+    if name in CATALOG:
+        return CATALOG[name]
+    family, at, k = name.rpartition("@")
+    entry = CATALOG.get(f"{family}@k") if at and k.isdigit() else None
+    if entry is None:
+        return None
+    return Metric(name, entry.label.replace("@k", f"@{k}"), entry.unit, entry.direction, entry.kind, entry.section)
+
+
+def header(name: str) -> str:
+    """A table header: the label, with the unit in parentheses."""
+    entry = lookup(name)
+    if entry is None:
+        return name
+    return f"{entry.label} ({entry.unit})" if entry.unit and entry.kind != "count" else entry.label
+
+
+def of_kind(*kinds: str) -> list[Metric]:
+    return [m for m in _ENTRIES if m.kind in kinds]
+
+
+def is_quality(name: str) -> bool:
+    entry = lookup(name)
+    return entry is not None and entry.kind in QUALITY_KINDS

@@ -1,0 +1,127 @@
+"""The executor interface, and the inline and process executors (Ray: bench/ray_executor.py).
+
+An executor's ``run(cells, on_record, on_progress)`` calls ``on_progress`` when a cell starts and after each
+epoch (where the executor can see epochs), and ``on_record`` with each finished cell's record, failures
+included. Failure records (timeout, lost worker) are built here, for every executor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bench.config import CellConfig
+from bench.records import new_record
+from bench.train import EpochCallback
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A cell started (``epoch`` None) or finished an epoch."""
+
+    cell: CellConfig
+    epoch: int | None = None
+    loss: float | None = None
+    valid_slate_acc: float | None = None
+
+
+OnRecord = Callable[[CellConfig, dict[str, Any]], None]
+OnProgress = Callable[[Progress], None]
+
+
+class Executor(Protocol):
+    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None: ...
+
+
+def timeout_record(cell: CellConfig, timeout: float) -> dict[str, Any]:
+    return new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s")
+
+
+def worker_lost_record(cell: CellConfig, cause: str, oom: bool) -> dict[str, Any]:
+    """A cell whose process (or Ray worker) died before it could write its own record."""
+    return new_record(cell, "oom" if oom else "failed", cause)
+
+
+class InlineExecutor:
+    """Every cell in this process: for debugging; a crash or hang is not contained."""
+
+    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
+        from bench.cell import run_cell
+
+        for cell in cells:
+            on_progress(Progress(cell))
+            on_record(cell, run_cell(cell, _epoch_reporter(cell, on_progress)))
+
+
+def _epoch_reporter(cell: CellConfig, on_progress: OnProgress) -> EpochCallback:
+    return lambda epoch, loss, acc: on_progress(Progress(cell, epoch, loss, acc))
+
+
+# Imported once by the server that starts every cell's process, instead of once per cell.
+PRELOAD = ["bench.worker"]
+_POLL_SECONDS = 0.2
+
+
+@dataclass
+class ProcessExecutor:
+    """Each cell in a fresh process: its peak memory is its own; a crash, OOM or hang is contained.
+
+    The processes are forked from a server started once per driver that has already imported torch, the
+    registry and the harness (multiprocessing's forkserver with preload), so a cell does not pay the ~1.5 s
+    of starting Python and importing torch; what it does after the fork is its own, as before.
+    """
+
+    timeout: float | None = None
+
+    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        for cell in cells:
+            on_progress(Progress(cell))
+            on_record(cell, self._run_one(context, cell, on_progress))
+
+    def _run_one(self, context, cell: CellConfig, on_progress: OnProgress) -> dict[str, Any]:
+        from bench.worker import run_forked
+
+        with tempfile.NamedTemporaryFile(mode="w+", suffix=".log") as log:
+            receiver, sender = context.Pipe(duplex=False)
+            worker = context.Process(target=run_forked, args=(sender, cell.to_dict(), dict(os.environ), log.name))
+            deadline = time.monotonic() + self.timeout if self.timeout else None
+            record, timed_out = None, False
+            try:
+                worker.start()
+                sender.close()  # the child holds the only sending end: its death ends the stream
+                while record is None:
+                    if deadline is not None and time.monotonic() > deadline:
+                        timed_out = True
+                        break
+                    if not receiver.poll(_POLL_SECONDS):
+                        continue
+                    try:
+                        message = receiver.recv()
+                    except EOFError:
+                        break  # the process ended without a record
+                    if message["event"] == "epoch":
+                        on_progress(Progress(cell, message["epoch"], message["loss"], message["valid_slate_acc"]))
+                    else:
+                        record = message["record"]
+            finally:
+                if record is None and worker.is_alive():
+                    worker.kill()
+                if worker.pid is not None:
+                    worker.join()
+                receiver.close()
+            if record is not None:
+                return record
+            if timed_out:
+                return timeout_record(cell, self.timeout or 0)
+            log.seek(0)
+            tail = log.read()[-2000:].strip()
+            code = worker.exitcode or 0
+            cause = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            return worker_lost_record(cell, f"worker {cause}: {tail}", oom=code == -9)  # the OOM killer sends SIGKILL

@@ -1,0 +1,310 @@
+"""The report's tables and statistics, from records alone: one frame row per record, summaries, comparisons."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.catalog import Direction, header, is_quality, lookup
+from bench.records import unpack_bits
+from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
+
+PEAK_MEMORY = "peak_memory_mib"  # derived: CUDA peak allocated in training on a GPU, else the peak RSS
+AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
+AXIS_LABELS = {
+    "loss": "loss",
+    "batch_size": "batch size",
+    "slate_length": "slate length T",
+    "candidates": "candidates S",
+    "user_dim": "user feature dim",
+    "item_dim": "item feature dim",
+}
+# Columns of the per-axis tables; headers and directions come from the metric catalog.
+AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
+PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
+SIGNIFICANCE = 0.05
+# Models that train nothing and bound the others; the report names them when they ran.
+REFERENCE_MODELS = {
+    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
+    "random": "is the floor (a random order)",
+    "initial": "keeps the displayed (initial) order",
+}
+
+
+def _hits(record: dict[str, Any]) -> np.ndarray | None:
+    packed = record.get("per_slate", {}).get("slate_hits")
+    metrics = record.get("metrics", {})
+    count = metrics.get("judged_slates", metrics.get("test_slates"))  # hits are kept for judged slates
+    return unpack_bits(packed, count) if packed and count else None
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: its axes, status, metrics and measurements as columns."""
+    rows = []
+    for r in records:
+        config, x = r["config"], r.get("measurements", {})
+        row: dict[str, Any] = {
+            "key": r["key"],
+            "model": r["model"],
+            "seed": config["seed"],
+            "status": r["status"],
+            "error": r.get("error"),
+            "device": config["device"],
+            # cells that differ only in model and seed share a point
+            "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
+            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS if axis != "loss"},
+            "loss": config["train"]["loss"],
+            **r.get("metrics", {}),
+            **x,
+        }
+        row[PEAK_MEMORY] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
+        row["_record"] = r
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_names(frame: pd.DataFrame) -> list[str]:
+    """Quality metrics present in the records, in a stable reading order."""
+    first = ["slate_acc", "total_acc", "mrr", "regret"]
+    names = set()
+    for record in frame["_record"]:
+        names.update(k for k, v in record.get("metrics", {}).items() if isinstance(v, float) and is_quality(k))
+
+    def order(name: str) -> tuple[str, int]:
+        family, _, k = name.partition("@")
+        return family, int(k) if k.isdigit() else 0
+
+    return [m for m in first if m in names] + sorted(names - set(first), key=order)
+
+
+def format_value(value: Any, decimals: int | None = None) -> str:
+    """Fixed decimals when given (accuracies), else 3 significant digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if decimals is not None:
+        return f"{value:.{decimals}f}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _with_interval(mean: float, half: float, decimals: int | None = None) -> str:
+    if math.isnan(half):
+        return format_value(mean, decimals)
+    return f"{format_value(mean, decimals)} ± {format_value(half, decimals)}"
+
+
+def swept_axes(frame: pd.DataFrame) -> list[str]:
+    """Axes with several values; candidates is left out when it only follows the slate length."""
+    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
+    if "candidates" in axes and "slate_length" in axes:
+        if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
+            axes.remove("candidates")
+    return axes
+
+
+def _status_text(group: pd.DataFrame) -> str:
+    counts = group["status"].value_counts()
+    return ", ".join(f"{s}" if n == len(group) else f"{n}/{len(group)} {s}" for s, n in counts.items())
+
+
+def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | None]:
+    """Mean over the seeds' ok cells, its 95% half-width, and a status note for failures."""
+    ok = group[group["status"] == "ok"]
+    note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
+    if ok.empty or column not in ok or ok[column].isna().all():
+        return math.nan, math.nan, note or _status_text(group)
+    values = ok[column].dropna().tolist()
+    if len(values) == 1 and column == "slate_acc":
+        judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
+        slates = int(ok["test_slates"].iloc[0] if pd.isna(judged) else judged)
+        return values[0], binomial_interval(values[0], slates), note
+    mean, half = mean_interval(values)
+    return mean, half, note
+
+
+def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
+    """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None."""
+    a = model[model["status"] == "ok"].set_index("seed")
+    b = base[base["status"] == "ok"].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds or column not in a or column not in b:
+        return None
+    if len(seeds) == 1 and column == "slate_acc":
+        hits_a, hits_b = _hits(a.loc[seeds[0], "_record"]), _hits(b.loc[seeds[0], "_record"])
+        if hits_a is None or hits_b is None or len(hits_a) != len(hits_b):
+            return None
+        return (*paired_slates(hits_a, hits_b), "McNemar")
+    if len(seeds) < 2:
+        return None
+    return (*paired_seeds(a.loc[seeds, column].tolist(), b.loc[seeds, column].tolist()), "paired t")
+
+
+def memory_header(frame: pd.DataFrame) -> str:
+    return header("cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_peak_rss_mib")
+
+
+def column_header(frame: pd.DataFrame, column: str) -> str:
+    return memory_header(frame) if column == PEAK_MEMORY else header(column)
+
+
+def higher_is_better(column: str) -> bool:
+    entry = lookup("cpu_peak_rss_mib" if column == PEAK_MEMORY else column)
+    return entry is None or entry.direction is not Direction.LOWER
+
+
+def ranking_metric(frame: pd.DataFrame) -> str | None:
+    """The headline's one ranking metric: NDCG at the largest k <= 5."""
+    ndcg = [n for n in headline_metrics(frame) if n.startswith("ndcg@")]
+    return ndcg[0] if ndcg else None
+
+
+def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """At most nine columns, sorted by the primary accuracy; reference models (oracle, random...) last, in italics."""
+    base = frame[frame["model"] == baseline]
+    ranking = ranking_metric(frame)
+    rows, order = [], []
+    for model, group in frame.groupby("model", sort=False):
+        reference = model in REFERENCE_MODELS
+        row: dict[str, Any] = {"model": f"_{model}_" if reference else model}
+        params = group["parameters"].dropna() if "parameters" in group else []
+        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        mean, half, note = summarize(group, PRIMARY)
+        row[PRIMARY] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
+        row[f"Δ {PRIMARY} vs {baseline}"] = (
+            f"{delta[0]:+.3f}{'*' if delta[2] < SIGNIFICANCE else ''}"
+            if delta
+            else ("baseline" if model == baseline else "–")
+        )
+        if ranking:
+            value, _, _ = summarize(group, ranking)
+            row[ranking] = format_value(value, 3)
+        for column in ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY):
+            value, _, _ = summarize(group, column)
+            row[column_header(frame, column)] = format_value(value)
+        rows.append(row)
+        order.append((reference, -(mean if not math.isnan(mean) else -math.inf)))
+    ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
+    return pd.DataFrame(ranked)
+
+
+def headline_metrics(frame: pd.DataFrame) -> list[str]:
+    """The overview's quality columns: slate_acc, total_acc, ndcg and map at the largest k <= 5, mrr, regret."""
+    names = metric_names(frame)
+
+    def at_most_5(prefix: str) -> list[str]:
+        ks = [int(n.split("@")[1]) for n in names if n.startswith(prefix + "@")]
+        small = [k for k in ks if k <= 5]
+        return [f"{prefix}@{max(small)}"] if small else []
+
+    return (
+        [n for n in ("slate_acc", "total_acc") if n in names]
+        + at_most_5("ndcg")
+        + at_most_5("map")
+        + [n for n in ("mrr", "regret") if n in names]
+    )
+
+
+def ranking_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every quality metric of every model, mean (± 95% CI over seeds when there are several)."""
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        row: dict[str, Any] = {"model": model}
+        for metric in metric_names(frame):
+            mean, half, note = summarize(group, metric)
+            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Models as rows at one point: headline metrics as mean (± 95% CI), speed and memory."""
+    base = frame[frame["model"] == baseline]
+    metrics = headline_metrics(frame)
+    rows = []
+    for model, group in frame.groupby("model", sort=False):
+        row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
+        params = group["parameters"].dropna() if "parameters" in group else []
+        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        for metric in metrics:
+            mean, half, note = summarize(group, metric)
+            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
+        if delta:
+            diff, half, p, _ = delta
+            mark = "*" if p < SIGNIFICANCE else ""
+            row[f"Δ slate_acc vs {baseline}"] = f"{diff:+.3f} ± {half:.3f}{mark}"
+            row["p"] = f"{p:.2g}"
+        else:
+            row[f"Δ slate_acc vs {baseline}"] = "–"
+            row["p"] = "–"
+        for column in (
+            "train_samples_per_s",
+            "infer_samples_per_s",
+            "latency_b1_p50_ms",
+            "latency_b1_p99_ms",
+            PEAK_MEMORY,
+            "train_flops_per_sample",
+            "train_mfu",
+            "wall_seconds",
+        ):
+            mean, _, _ = summarize(group, column)
+            label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
+            row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
+    """Each swept axis at its smallest value (the founding kl loss, when it is among the losses)."""
+    return {axis: "kl" if axis == "loss" and "kl" in set(frame[axis]) else frame[axis].min() for axis in axes}
+
+
+def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
+    label = f"{AXIS_LABELS[axis]} = {value}"
+    if axis == "slate_length":
+        candidates = frame.loc[frame[axis] == value, "candidates"].unique()
+        if len(candidates) == 1:
+            label += f" (S {candidates[0]})"
+    return label
+
+
+def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
+    """Models as rows, the axis's values as columns; best per column in bold."""
+    values = sorted(frame[axis].unique())
+    cells: dict[str, dict[Any, str]] = {}
+    means: dict[Any, dict[str, float]] = {v: {} for v in values}
+    for model, group in frame.groupby("model", sort=False):
+        cells[model] = {}
+        for value in values:
+            at = group[group[axis] == value]
+            if at.empty:
+                cells[model][value] = "–"
+                continue
+            mean, half, note = summarize(at, column)
+            if math.isnan(mean):
+                cells[model][value] = note or "–"
+                continue
+            text = _with_interval(mean, half, 3 if column == "slate_acc" else None)
+            if column == "slate_acc" and model != baseline:
+                base = frame[(frame["model"] == baseline) & (frame[axis] == value)]
+                delta = compare_with_baseline(at, base) if not base.empty else None
+                if delta and delta[2] < SIGNIFICANCE:
+                    text += " †"
+            if note:
+                text += f" ({note})"
+            cells[model][value] = text
+            means[value][model] = mean
+    for value in values:
+        if means[value]:
+            pick = max if higher_is_better else min
+            best = pick(means[value], key=means[value].get)
+            cells[best][value] = f"**{cells[best][value]}**"
+    table = pd.DataFrame.from_dict(cells, orient="index", columns=values)
+    table.index.name = "model"
+    table.columns = [_value_label(frame, axis, v) for v in values]
+    return table.reset_index()

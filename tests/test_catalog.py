@@ -1,0 +1,44 @@
+"""The metric catalog: every recorded value has one entry, and compare reads its direction from it."""
+
+import json
+
+from typer.testing import CliRunner
+
+from bench.catalog import Direction, header, lookup
+from bench.cli import app
+from bench.config import CellConfig, WorkloadConfig
+from bench.records import append_record, new_record
+
+runner = CliRunner()
+
+
+def test_families_and_directions():
+    assert lookup("ndcg@5").label == "NDCG@5" and lookup("ndcg@5").direction is Direction.HIGHER
+    assert lookup("regret").direction is Direction.LOWER
+    assert lookup("judged_slates").kind == "count"
+    assert lookup("latency_b1_p99_ms").direction is Direction.LOWER
+    assert lookup("no_such_metric") is None
+    assert header("train_samples_per_s") == "train (samples/s)"
+
+
+def _run(tmp_path, name, regret, judged, latency):
+    record = new_record(CellConfig(model="mlp", workload=WorkloadConfig(batches=1)))
+    record["metrics"] = {"slate_acc": 0.5, "regret": regret, "judged_slates": judged}
+    record["measurements"] = {"latency_b1_p50_ms": latency}
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    append_record(run_dir / "records.jsonl", json.loads(json.dumps(record)))
+    return run_dir
+
+
+def test_compare_follows_each_metric_direction(tmp_path):
+    before = _run(tmp_path, "a", regret=0.4, judged=100, latency=2.0)
+    better = _run(tmp_path, "b", regret=0.2, judged=50, latency=1.0)  # lower regret and latency: better
+    result = runner.invoke(app, ["compare", str(before), str(better)])
+    assert result.exit_code == 0, result.output
+    assert "REGRESSION" not in result.stdout
+    assert "judged_slates" not in result.stdout  # a count, not compared
+    worse = _run(tmp_path, "c", regret=0.8, judged=100, latency=4.0)
+    result = runner.invoke(app, ["compare", str(before), str(worse)])
+    assert result.exit_code == 1
+    assert result.stdout.count("REGRESSION") == 2
