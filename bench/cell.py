@@ -146,6 +146,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             record["history"] = {
                 "train_loss": result.train_loss,
                 "valid_slate_acc": result.valid_slate_acc,
+                "selected_epoch": result.selected_epoch,
             }
             record["measurements"].update(
                 train_samples_per_s=result.samples_per_second,
@@ -153,17 +154,18 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
                 train_warmup_seconds=result.warmup_seconds,
             )
         record["measurements"].update(measure.peak_memory_mib(device, "train"))
-        scores = score_split(runnable, workload.test, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
+        evaluated = workload.valid if cell.eval_split == "valid" else workload.test
+        scores = score_split(runnable, evaluated, cell.workload.batch_size)
+        metrics, hits = evaluate(scores, evaluated, synthetic=workload.source == "synthetic")
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         measure.reset_peak_memory(device)
-        serving_batch = workload.test[: cell.workload.batch_size].inputs
+        serving_batch = evaluated[: cell.workload.batch_size].inputs
         x = record["measurements"]
         x["infer_samples_per_s"] = measure.inference_throughput(runnable, serving_batch, cell.measure)
-        x.update(measure.single_request_latency_ms(runnable, workload.test.inputs, cell.measure))
+        x.update(measure.single_request_latency_ms(runnable, evaluated.inputs, cell.measure))
         x.update(measure.peak_memory_mib(device, "infer"))
-        x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
+        x.update(flop_measurements(model, evaluated[: cell.workload.batch_size], cell, record, trainable))
     except Exception as error:  # a failed cell is a result, not a crash of the run
         record["status"] = _status_of(error)
         record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()

@@ -68,8 +68,8 @@ def _cli_parameter(option: Option) -> inspect.Parameter:
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _run(**given: Any) -> None:
-    """Train, evaluate and measure every selected model on the same data; write records and a report."""
+def _plan(given: dict[str, Any], default_label: str) -> tuple[RunConfig, list[CellConfig], Path]:
+    """Command-line values (None: not given) and the sweep file -> the validated run, its cells and directory."""
     from bench.sweep import load_sweep_file, plan
     from rerankers import UnknownModelError
 
@@ -88,17 +88,76 @@ def _run(**given: Any) -> None:
     for cell in cells:
         _check_constructible(cell)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = run_config.out / (run_config.run_id or f"{stamp}-{settings.get('profile', 'default')}")
+    run_dir = run_config.out / (run_config.run_id or f"{stamp}-{settings.get('profile', 'default')}{default_label}")
+    return run_config, cells, run_dir
+
+
+def _run(**given: Any) -> None:
+    """Train, evaluate and measure every selected model on the same data; write records and a report."""
+    run_config, cells, run_dir = _plan(given, "")
     if run_config.dry_run:
         _print_dry_run(cells, run_dir, run_config.force)
         return
     _execute(cells, run_dir, run_config)
 
 
+def _tune(trials: int | None = None, minutes: float | None = None, **given: Any) -> None:
+    """Tune each model's learning rate and sizes on the validation split, then test defaults vs tuned settings.
+
+    Takes `bench run`'s options (one value per axis; --seeds N: the seeds of the final test runs, default 3).
+    """
+    from bench.runner import make_executor
+    from bench.tune import Budget, base_cells, run_tune, trial_runner
+    from bench.tune_report import write_tune_report
+
+    seeds = given.pop("seeds") or 3
+    run_config, cells, run_dir = _plan(given, "-tune")
+    try:
+        trials = 20 if trials is None and minutes is None else trials
+        budget = Budget(trials=trials, minutes=minutes, seeds=seeds)
+        bases = base_cells(cells)
+    except ConfigError as error:
+        fail(str(error))
+    if run_config.dry_run:
+        _print_dry_run(bases, run_dir / "trials", run_config.force)
+        return
+
+    def on_trial(record: dict[str, Any]) -> None:
+        t = record["tuning"]
+        value = "–" if t["value"] is None else f"{t['value']:.3f}"
+        typer.echo(f"{record['model']:<12} trial {t['trial']:>3}  {record['status']:<7} valid slate_acc {value}")
+
+    def run_final(final: list[CellConfig], tags: dict[str, Any]) -> None:
+        run_cells(final, run_dir, run_config, tags=tags)
+
+    try:
+        run_tune(bases, run_dir, budget, trial_runner(make_executor(run_config)), run_final, on_trial)
+    except ConfigError as error:
+        fail(str(error))
+    typer.echo(f"tune report: {write_tune_report(run_dir)}")
+
+
 _ordered = sorted(OPTIONS.values(), key=lambda o: PANELS.index(o.panel))
 _run.__signature__ = inspect.Signature([_cli_parameter(o) for o in _ordered])  # type: ignore[attr-defined]
 _run.__annotations__ = {p.name: p.annotation for p in _run.__signature__.parameters.values()}  # type: ignore[attr-defined]
 run = app.command("run")(_run)
+_TUNE_BUDGET = [
+    inspect.Parameter(
+        "trials",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, help="Finished trials (complete or pruned) per model [20 without --minutes]."),
+        annotation=int | None,
+    ),
+    inspect.Parameter(
+        "minutes",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, help="Wall-clock minutes of trials per model (alone or with --trials)."),
+        annotation=float | None,
+    ),
+]
+_tune.__signature__ = inspect.Signature(_TUNE_BUDGET + [_cli_parameter(o) for o in _ordered])  # type: ignore[attr-defined]
+_tune.__annotations__ = {p.name: p.annotation for p in _tune.__signature__.parameters.values()}  # type: ignore[attr-defined]
+tune = app.command("tune")(_tune)
 
 
 def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:

@@ -76,8 +76,10 @@ class WorkloadConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(10, "Training epochs.", MODELS)
-    lr: float = 1e-3
-    amsgrad: bool = True
+    lr: float = option(1e-3, "Adam learning rate. " + LIST_HELP, MODELS, axis=12, flags=("--lr", "--lrs"))
+    amsgrad: bool = option(
+        True, "Adam with the AMSGrad variant (the founding optimiser).", MODELS, flags=("--amsgrad/--no-amsgrad",)
+    )
     loss: str = option(
         "kl",
         "Training losses: kl (founding) | listnet | listmle | ranknet | lambdaloss | approxndcg | neuralndcg | bce. "
@@ -86,7 +88,13 @@ class TrainConfig:
         axis=10,
         flags=("--loss", "--losses"),
     )
-    warmup_steps: int = 5  # first steps of epoch 0, excluded from throughput
+    warmup_steps: int = option(5, "First steps of epoch 0, excluded from the training throughput.", MEASUREMENT)
+    select: str = option(
+        "last",
+        "Which weights are evaluated: last (the final epoch's) | best (the epoch with the best validation "
+        "slate_acc, its weights restored). The test split never takes part in the choice.",
+        MODELS,
+    )
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,9 @@ class CellConfig:
         MEASUREMENT,
         flags=("--compile/--no-compile",),
     )
+    # The split the metrics are computed on: "test", or "valid" for a tuning trial (bench tune), which must
+    # never see the test split. Not a user option.
+    eval_split: str = "test"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +241,8 @@ ISOLATIONS = ("process", "none")  # the deprecated --isolation switch
 # (path in to_dict(), value that means "as before the field existed")
 NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("compile",): False,
+    ("eval_split",): "test",
+    ("train", "select"): "last",
     ("workload", "slate_min"): None,
     ("workload", "initial_noise"): None,
     ("workload", "click_model"): "best",
@@ -251,13 +264,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Finishes `bench run --models all` in under 3 minutes on a 2-core CPU.
     "default": {
         "workload": WorkloadConfig(batch_size=512, batches=100, valid_slates=4096, test_slates=8192),
-        "train": TrainConfig(epochs=6),
+        "train": TrainConfig(epochs=6, select="best"),
         "model_kwargs": {"d_model": 64, "dim_feedforward": 256},
     },
     # Seconds; for tests.
     "smoke": {
         "workload": WorkloadConfig(batch_size=64, batches=6, valid_slates=128, test_slates=256),
-        "train": TrainConfig(epochs=2, warmup_steps=2),
+        "train": TrainConfig(epochs=2, warmup_steps=2, select="best"),
         "measure": MeasureConfig(latency_requests=10, throughput_blocks=3, min_block_seconds=0.01),
         "model_kwargs": {"d_model": 16, "dim_feedforward": 32},
     },
@@ -296,6 +309,8 @@ def validate(cell: CellConfig) -> None:
         raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
     if cell.precision == "tf32" and cell.device != "cuda":
         raise ConfigError("precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
+    _choice("selection rule", t.select, SELECTIONS)
+    _choice("evaluation split", cell.eval_split, EVAL_SPLITS)
     if cell.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cell.threads}")
     for name, value in cell.model_kwargs.items():
@@ -303,6 +318,8 @@ def validate(cell: CellConfig) -> None:
             raise ConfigError(f"model option {name} must be positive, got {value}")
 
 
+SELECTIONS = ("last", "best")
+EVAL_SPLITS = ("test", "valid")
 CLICK_MODELS = ("best", "position-biased", "cascade", "multi-click")
 LABEL_KINDS = ("clicks", "graded")
 DATA_SOURCES = ("synthetic", "letor")

@@ -22,7 +22,7 @@ import torch
 from bench.config import CellConfig
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "diverged", "oom", "timeout")
+STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "pruned")  # pruned: a tuning trial stopped early
 RECORDS_FILE = "records.jsonl"
 
 

@@ -48,11 +48,13 @@ def run_cells(
     run: RunConfig,
     on_progress: OnProgress = lambda progress: None,
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
+    tags: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Run every cell not already recorded in ``run_dir`` on ``run``'s executor, appending one record per cell."""
     todo = pending_cells(cells, run_dir, run.force)
     summary = RunSummary(skipped=len(cells) - len(todo))
-    extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}}
+    # Fields every record of this call carries besides its cell's own (bench tune adds its `tuning` role).
+    extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}, **(tags or {})}
 
     def on_record(cell: CellConfig, record: dict[str, Any]) -> None:
         record.update(extra)

@@ -26,6 +26,7 @@ class Diverged(RuntimeError):
 class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     valid_slate_acc: list[float] = field(default_factory=list)
+    selected_epoch: int = 0  # 1-based epoch whose weights the model holds after training
     steady_samples: int = 0
     steady_seconds: float = 0.0
     warmup_seconds: float = 0.0
@@ -95,6 +96,7 @@ def train(
     result = TrainResult()
     batches = list(train_data.batches(batch_size))
     warmup = min(config.warmup_steps, len(batches) - 1)
+    best_acc, best_state = -math.inf, None
     model.train()
     for epoch in range(config.epochs):
         loss_sum = torch.zeros((), device=device)
@@ -114,6 +116,17 @@ def train(
         valid_acc = valid_slate_acc(model, valid_data, batch_size)
         result.train_loss.append(epoch_loss)
         result.valid_slate_acc.append(valid_acc)
+        if config.select == "last" or valid_acc > best_acc:  # a tie keeps the earlier epoch
+            best_acc, result.selected_epoch = valid_acc, epoch + 1
+            # Only a copy that a later epoch may need: the final epoch's weights are in the model already.
+            last = epoch + 1 == config.epochs
+            best_state = None if config.select == "last" or last else copy_state(model)
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_loss, valid_acc)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return result
+
+
+def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}

@@ -15,7 +15,7 @@ import importlib.metadata
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class ModelSpec:
     # The factory takes ``utility_fn: Callable[[SlateBatch], Tensor]``, the true utility of a
     # batch's items, which only a caller that knows the data (a synthetic workload) can give.
     needs_utility: bool = False
+    # Hyper-parameter search space over the factory's options, for whoever tunes the model: option ->
+    # a list of choices, a (low, high) float range, or (low, high, "log") for a log-uniform one.
+    search_space: dict[str, Any] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
         """The factory's size and hyper-parameter options with their defaults."""
@@ -100,16 +103,21 @@ def register(
     permutation_equivariant: bool = False,
     trainable: bool = True,
     needs_utility: bool = False,
+    search_space: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator adding a model factory under ``name``.
 
     ``permutation_equivariant`` and ``trainable`` are claims the model tests hold the model
-    to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword (see ``ModelSpec``).
+    to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword; ``search_space`` says
+    which options a hyper-parameter search may vary, and over what (see ``ModelSpec``).
     """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY.add(name, ModelSpec(name, factory, summary, permutation_equivariant, trainable, needs_utility))
+        spec = ModelSpec(
+            name, factory, summary, permutation_equivariant, trainable, needs_utility, dict(search_space or {})
+        )
+        _REGISTRY.add(name, spec)
         return factory
 
     return decorate

@@ -10,7 +10,17 @@ from rerankers.dropout import with_fast_dropout
 from rerankers.registry import register
 
 
-@register("transformer", permutation_equivariant=True)
+@register(
+    "transformer",
+    permutation_equivariant=True,
+    search_space={
+        "d_model": [32, 64, 128, 256, 512],
+        "num_layers": [1, 2, 3, 4],
+        "dim_feedforward": [128, 256, 512, 1024],
+        "nhead": [1, 2, 4],
+        "dropout": (0.0, 0.3),
+    },
+)
 class TransformerReranker(nn.Module):
     """Transformer encoder over user+item features (the founding experiment's model)."""
 
@@ -41,7 +51,7 @@ class TransformerReranker(nn.Module):
         return mask_padding(self.score(hidden).squeeze(-1), batch.mask)
 
 
-@register("mlp", permutation_equivariant=True)
+@register("mlp", permutation_equivariant=True, search_space={"d_model": [32, 64, 128, 256, 512]})
 class MLPReranker(nn.Module):
     """Pointwise MLP with 3 hidden layers; scores each item without seeing the list."""
 

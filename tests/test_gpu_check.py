@@ -1,6 +1,8 @@
 """The prepared GPU check script still matches the CLI (its cells listed by a dry run on CPU)."""
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,6 +16,8 @@ def test_gpu_check_script_lists_its_cells(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        # the script's `python` is this interpreter, activated or not
+        env={**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
     )
     assert done.returncode == 0, done.stderr
     for cells, run_id in ((2, "seed-fp32"), (2, "seed-bf16"), (5, "batch-sweep-bf16")):

@@ -22,12 +22,13 @@ FORMER_FILE_KEYS = {
 
 
 def test_sweep_file_keys_are_unchanged():
-    assert FILE_KEYS == FORMER_FILE_KEYS
+    # Later additions: the training settings that TrainConfig always had, reachable since the tuning issue.
+    assert FILE_KEYS == FORMER_FILE_KEYS | {"lr", "amsgrad", "warmup_steps", "select"}
 
 
 def test_axes_keep_the_product_order():
     assert [a.name for a in axes()] == [
-        "models", "loss", "batch_size", "slate_length", "user_dim", "item_dim", "candidates"
+        "models", "loss", "lr", "batch_size", "slate_length", "user_dim", "item_dim", "candidates"
     ]  # fmt: skip
 
 

@@ -1,0 +1,287 @@
+"""``bench tune``: per-model hyper-parameter search on the validation split, then a test run of default vs tuned.
+
+For each model an Optuna study (TPE sampler, median pruner fed by the per-epoch validation slate_acc) searches
+the learning rate and the model's own search space (``register(..., search_space=...)``). Every trial is a cell
+whose metrics are computed on the validation split (``eval_split="valid"``): the search never scores the test
+split. The first trial of every study is the model's defaults, so the best trial is at least as good as the
+defaults on validation. The study lives in ``RUN/study.db`` (SQLite) and each trial's record in
+``RUN/trials/records.jsonl``: a killed tune re-run with the same command continues the same study, and trials
+that had finished are not repeated (a trial cut off by the kill is marked failed and replaced).
+
+Then the defaults and the best settings of every model are run on the test split with ``seeds`` seeds
+(``RUN/records.jsonl``, tagged ``tuning.role`` = default | tuned) and ``RUN/tune.md`` compares them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.config import CellConfig, MeasureConfig
+from bench.errors import ConfigError
+from bench.records import RECORDS_FILE, append_record, json_safe, load_records, new_record
+from rerankers import get_spec
+
+STUDY_FILE = "study.db"
+TRIALS_DIR = "trials"
+OBJECTIVE = "slate_acc"  # on the validation split, at the epoch the cell's selection rule keeps
+# Searched for every model: the optimiser's step size matters to all of them.
+HARNESS_SPACE: dict[str, Any] = {"lr": (1e-4, 1e-2, "log")}
+# A trial's speed is not what it is for: measure little, so the budget goes to training.
+TRIAL_MEASURE = MeasureConfig(latency_requests=2, throughput_blocks=1, min_block_seconds=0.001)
+
+RunTrial = Callable[[CellConfig, Callable[[int, float, float], None]], dict[str, Any]]
+
+
+class TrialPruned(BaseException):  # noqa: N818 - a control-flow signal, like KeyboardInterrupt
+    """Raised from the per-epoch callback to stop a trial the pruner gave up on.
+
+    A BaseException so that it passes through the cell's "a failed cell is a result" handler
+    (which catches Exception) and reaches the tuner, whichever executor runs the trial.
+    """
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
+@dataclass(frozen=True)
+class Budget:
+    trials: int | None = 20  # trials per model that ran to an end (complete, pruned or failed)
+    minutes: float | None = None  # wall-clock minutes of trials per model
+    seeds: int = 3  # seeds of the final default-vs-tuned test run
+
+    def __post_init__(self) -> None:
+        if self.trials is None and self.minutes is None:
+            raise ConfigError("a tune needs a budget: --trials N and/or --minutes M")
+        if self.trials is not None and self.trials < 1:
+            raise ConfigError(f"trials must be >= 1, got {self.trials}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes must be a positive number, got {self.minutes}")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
+
+
+def search_space(base: CellConfig) -> dict[str, Any]:
+    """The learning rate and the model's declared options, each widened to hold the cell's own value.
+
+    Trial 0 is the untuned cell, so its values must lie in the space: a profile may set a size that the
+    model's declared choices do not list (the smoke profile's d_model 16, say).
+    """
+    spec = get_spec(base.model)
+    options = {**spec.options(), **base.model_kwargs}
+    unknown = sorted(set(spec.search_space) - set(spec.options()))
+    if unknown:
+        raise ConfigError(f"model {base.model!r} declares a search space over unknown options: {', '.join(unknown)}")
+    space = {**HARNESS_SPACE, **spec.search_space}
+    for name, domain in space.items():
+        if not _valid_domain(domain):
+            raise ConfigError(f"model {base.model!r}: search space of {name!r} must be choices or (low, high)")
+        value = base.train.lr if name == "lr" else options[name]
+        if isinstance(domain, list):
+            space[name] = domain if value in domain else sorted([*domain, value], key=_sort_key)
+        elif not domain[0] <= value <= domain[1]:
+            space[name] = (min(domain[0], value), max(domain[1], value), *domain[2:])
+    return space
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))
+
+
+def _valid_domain(domain: Any) -> bool:
+    if isinstance(domain, list):
+        return len(domain) > 0
+    return isinstance(domain, tuple) and len(domain) in (2, 3) and domain[0] < domain[1]
+
+
+def _suggest(trial, name: str, domain: Any) -> Any:
+    if isinstance(domain, list):
+        return trial.suggest_categorical(name, domain)
+    low, high, *scale = domain
+    return trial.suggest_float(name, float(low), float(high), log=scale == ["log"])
+
+
+def default_params(base: CellConfig, space: dict[str, Any]) -> dict[str, Any]:
+    """The values the untuned cell uses for every searched parameter."""
+    options = {**get_spec(base.model).options(), **base.model_kwargs}
+    return {name: base.train.lr if name == "lr" else options[name] for name in space}
+
+
+def with_params(base: CellConfig, params: dict[str, Any]) -> CellConfig:
+    """The cell that trains with ``params`` (lr to the optimiser, the rest to the model)."""
+    model_kwargs = {**base.model_kwargs, **{k: v for k, v in params.items() if k != "lr"}}
+    return replace(base, train=replace(base.train, lr=params.get("lr", base.train.lr)), model_kwargs=model_kwargs)
+
+
+def trial_cell(base: CellConfig, params: dict[str, Any]) -> CellConfig:
+    return replace(with_params(base, params), eval_split="valid", measure=TRIAL_MEASURE)
+
+
+def study_name(base: CellConfig) -> str:
+    return f"{base.model}@{base.key()}"  # a changed workload or setting is another study
+
+
+def _study(run_dir: Path, name: str, seed: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{run_dir / STUDY_FILE}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    )
+
+
+def _check_one_study_per_model(run_dir: Path, model: str, name: str) -> None:
+    import optuna
+
+    if not (run_dir / STUDY_FILE).exists():
+        return
+    others = [
+        s.study_name
+        for s in optuna.get_all_study_summaries(f"sqlite:///{run_dir / STUDY_FILE}", include_best_trial=False)
+        if s.study_name.rsplit("@", 1)[0] == model and s.study_name != name
+    ]
+    if others:
+        raise ConfigError(
+            f"{run_dir} already holds a tune of {model} with other settings ({others[0]}); use another --run-id"
+        )
+
+
+def _spent(run_dir: Path, name: str) -> int:
+    """Trials of the study that ran to an end (complete, pruned or failed): those with a record.
+
+    A trial cut off by a kill has none, so it costs no budget; a model whose trials all fail still ends.
+    """
+    return sum(1 for r in trial_records(run_dir) if r.get("tuning", {}).get("study") == name)
+
+
+def _spent_seconds(study) -> float:
+    return sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_complete and t.datetime_start
+    )
+
+
+def search(
+    base: CellConfig,
+    run_dir: Path,
+    budget: Budget,
+    run_trial: RunTrial,
+    on_trial: Callable[[dict[str, Any]], None] = lambda record: None,
+) -> dict[str, Any]:
+    """Run the model's study until its budget is spent; return the best trial's parameters."""
+    from optuna.trial import TrialState
+
+    space = search_space(base)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_one_study_per_model(run_dir, base.model, study_name(base))
+    study = _study(run_dir, study_name(base), base.seed)
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(stale.number, state=TrialState.FAIL)  # cut off by a kill: a new trial takes its place
+    if not study.trials:
+        study.enqueue_trial(default_params(base, space))  # trial 0: the defaults
+    started = time.monotonic()
+    spent_before = _spent_seconds(study)
+    trials_file = run_dir / TRIALS_DIR / RECORDS_FILE
+    while True:
+        if budget.trials is not None and _spent(run_dir, study.study_name) >= budget.trials:
+            break
+        if budget.minutes is not None and spent_before + time.monotonic() - started >= 60 * budget.minutes:
+            break
+        trial = study.ask()
+        params = {name: _suggest(trial, name, domain) for name, domain in space.items()}
+        cell = trial_cell(base, params)
+        history: list[float] = []
+
+        def on_epoch(epoch: int, loss: float, acc: float, trial=trial, history=history) -> None:
+            history.append(acc)
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise TrialPruned(epoch)
+
+        try:
+            record = run_trial(cell, on_epoch)
+        except TrialPruned as pruned:
+            record = new_record(cell, "pruned", f"{pruned}: its validation {OBJECTIVE} was below the median")
+            record["history"] = {"valid_slate_acc": history}
+        value = record["metrics"].get(OBJECTIVE) if record["status"] == "ok" else None
+        if value is not None and math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            state = TrialState.PRUNED if record["status"] == "pruned" else TrialState.FAIL
+            study.tell(trial, state=state)
+        record["tuning"] = {"study": study.study_name, "trial": trial.number, "params": params, "value": value}
+        append_record(trials_file, json_safe(record))
+        on_trial(record)
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        raise RuntimeError(f"no trial of {base.model} completed; see {trials_file}")
+    return dict(study.best_trial.params)
+
+
+def trial_runner(executor) -> RunTrial:
+    """Trials on any executor (bench.executor): the per-epoch progress feeds the pruner.
+
+    The Ray executor reports no epochs, so its trials run to the end: no pruning there.
+    """
+
+    def run(cell: CellConfig, on_epoch: Callable[[int, float, float], None]) -> dict[str, Any]:
+        records: list[dict[str, Any]] = []
+
+        def on_progress(progress) -> None:
+            if progress.epoch is not None:
+                on_epoch(progress.epoch, progress.loss, progress.valid_slate_acc)
+
+        executor.run([cell], lambda cell, record: records.append(record), on_progress)
+        return records[0]
+
+    return run
+
+
+def base_cells(cells: list[CellConfig]) -> list[CellConfig]:
+    """One cell per model to tune: the first seed's; any other axis with several values is an error."""
+    first_seed = min(cell.seed for cell in cells)
+    bases = [cell for cell in cells if cell.seed == first_seed]
+    models = [cell.model for cell in bases]
+    if len(models) != len(set(models)):
+        raise ConfigError("bench tune takes one value per sweep axis (besides --models): tune one shape at a time")
+    return bases
+
+
+def final_cells(base: CellConfig, params: dict[str, Any], seeds: int) -> dict[str, list[CellConfig]]:
+    """The default and the tuned cells of a model on ``seeds`` seeds, evaluated on the test split."""
+    roles = {"default": base, "tuned": with_params(base, params)}
+    return {role: [replace(cell, seed=base.seed + n) for n in range(seeds)] for role, cell in roles.items()}
+
+
+def trial_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / TRIALS_DIR / RECORDS_FILE
+    return load_records(path) if path.exists() else []
+
+
+def run_tune(
+    bases: list[CellConfig],
+    run_dir: Path,
+    budget: Budget,
+    run_trial: RunTrial,
+    run_final: Callable[[list[CellConfig], dict[str, Any]], None],
+    on_trial: Callable[[dict[str, Any]], None] = lambda record: None,
+) -> None:
+    """Search every model, then run its defaults and its best settings on the test split."""
+    for base in bases:
+        best = search(base, run_dir, budget, run_trial, on_trial)
+        defaults = default_params(base, search_space(base))
+        cells = final_cells(base, best, budget.seeds)
+        run_final(cells["default"], {"tuning": {"role": "default", "study": study_name(base), "params": defaults}})
+        if best != defaults:  # else the tuned cells are the default cells, already run
+            run_final(cells["tuned"], {"tuning": {"role": "tuned", "study": study_name(base), "params": best}})

@@ -1,0 +1,160 @@
+"""``RUN/tune.md``: per model, default vs tuned settings, validation and test accuracy, and the ranking.
+
+Built from the records alone (``RUN/records.jsonl`` for the test runs, ``RUN/trials/records.jsonl`` for the
+search), like ``report.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.records import RECORDS_FILE, load_records
+from bench.stats import mean_interval, paired_seeds
+from bench.tune import OBJECTIVE, trial_records
+
+TUNE_REPORT = "tune.md"
+TUNE_PLOT = "tune_history.png"
+
+
+def _latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({r["key"]: r for r in records}.values())
+
+
+def _test_values(records: list[dict[str, Any]], model: str, role: str) -> dict[int, float]:
+    """Test slate_acc by seed of a model's default or tuned cells."""
+    return {
+        r["config"]["seed"]: r["metrics"][OBJECTIVE]
+        for r in records
+        if r["model"] == model and r.get("tuning", {}).get("role") == role and r["status"] == "ok"
+    }
+
+
+def _fmt(mean: float, half: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
+def _changed(defaults: dict[str, Any], best: dict[str, Any]) -> str:
+    def show(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    parts = [f"{k} {show(defaults.get(k))} → {show(v)}" for k, v in best.items() if defaults.get(k) != v]
+    return ", ".join(parts) or "defaults kept"
+
+
+def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for record in sorted(trials, key=lambda r: r["tuning"]["trial"]):
+        row = rows.setdefault(record["model"], {"counts": {}, "values": [], "default": math.nan})
+        row["counts"][record["status"]] = row["counts"].get(record["status"], 0) + 1
+        value = record["tuning"]["value"]
+        row["values"].append(value if value is not None else math.nan)
+        if record["tuning"]["trial"] == 0 and value is not None:
+            row["default"] = value
+    return rows
+
+
+def _plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model, row in sorted(rows.items()):
+        values = np.array(row["values"], dtype=float)
+        best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
+        ax.plot(np.arange(len(best)), np.where(np.isinf(best), np.nan, best), marker=".", label=model)
+    ax.set_xlabel("trial (0 = the model's defaults)")
+    ax.set_ylabel(f"best validation {OBJECTIVE} so far")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_tune_report(run_dir: Path) -> str:
+    final = _latest(load_records(run_dir / RECORDS_FILE)) if (run_dir / RECORDS_FILE).exists() else []
+    trials = trial_records(run_dir)
+    rows = _study_rows(trials)
+    params: dict[str, dict[str, dict[str, Any]]] = {}
+    for record in final:
+        tuning = record.get("tuning") or {}
+        if tuning.get("role"):
+            params.setdefault(record["model"], {})[tuning["role"]] = tuning["params"]
+    lines = [
+        f"# Tuning: {run_dir.name}",
+        "",
+        f"Each model's learning rate and declared options were searched on the **validation split** (Optuna TPE, "
+        f"median pruner on the per-epoch validation {OBJECTIVE}; trial 0 is the model's defaults). The test split "
+        f"was used only afterwards: the defaults and the best trial's settings, each on the same seeds, "
+        f"{OBJECTIVE} mean ± 95% t-interval over seeds; Δ is paired by seed (same data), with the paired t-test's p.",
+        "",
+        "| model | trials (ok / pruned / failed) | valid default | valid tuned | changed settings "
+        "| test default | test tuned | Δ tuned − default (p) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary: dict[str, dict[str, float]] = {}
+    for model in sorted(set(rows) | set(params)):
+        row = rows.get(model, {"counts": {}, "values": [], "default": math.nan})
+        counts = row["counts"]
+        valid_best = max((v for v in row["values"] if not math.isnan(v)), default=math.nan)
+        chosen = params.get(model, {})
+        default = _test_values(final, model, "default")
+        tuned = _test_values(final, model, "tuned") if "tuned" in chosen else default
+        seeds = sorted(set(default) & set(tuned))
+        d_mean, d_half = mean_interval([default[s] for s in seeds]) if seeds else (math.nan, math.nan)
+        t_mean, t_half = mean_interval([tuned[s] for s in seeds]) if seeds else (math.nan, math.nan)
+        delta = paired_seeds([tuned[s] for s in seeds], [default[s] for s in seeds]) if seeds else None
+        delta_text = "–"
+        if delta is not None:
+            delta_text = f"{delta[0]:+.3f}" + ("" if math.isnan(delta[2]) else f" (p={delta[2]:.2g})")
+        summary[model] = {"default": d_mean, "tuned": t_mean}
+        lines.append(
+            f"| {model} | {counts.get('ok', 0)} / {counts.get('pruned', 0)} / "
+            f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['default']:.3f} | "
+            f"{valid_best:.3f} | {_changed(chosen.get('default', {}), chosen.get('tuned', chosen.get('default', {})))} "
+            f"| {_fmt(d_mean, d_half)} | {_fmt(t_mean, t_half)} | {delta_text} |"
+        )
+    lines += ["", *_ranking_section(summary, final)]
+    if rows:
+        _plot(rows, run_dir / TUNE_PLOT)
+        lines += ["", f"![best validation {OBJECTIVE} per trial]({TUNE_PLOT})"]
+    return "\n".join(lines) + "\n"
+
+
+def _ranking_section(summary: dict[str, dict[str, float]], final: list[dict[str, Any]]) -> list[str]:
+    def order(role: str) -> list[str]:
+        known = [m for m in summary if not math.isnan(summary[m][role])]
+        return sorted(known, key=lambda m: -summary[m][role])
+
+    default_order, tuned_order = order("default"), order("tuned")
+    lines = [
+        "## Ranking on the test split",
+        "",
+        f"- defaults: {' > '.join(default_order) or '–'}",
+        f"- tuned: {' > '.join(tuned_order) or '–'}",
+        f"- the ranking {'did not change' if default_order == tuned_order else 'changed'} with tuning.",
+        "",
+        "Adjacent tuned models, paired by seed (Δ mean, 95% t half-width, paired t-test p):",
+        "",
+    ]
+    for upper, lower in zip(tuned_order, tuned_order[1:], strict=False):
+        a = _test_values(final, upper, "tuned") or _test_values(final, upper, "default")
+        b = _test_values(final, lower, "tuned") or _test_values(final, lower, "default")
+        seeds = sorted(set(a) & set(b))
+        mean, half, p = paired_seeds([a[s] for s in seeds], [b[s] for s in seeds])
+        verdict = "significant at 0.05" if p < 0.05 else "not significant"
+        lines.append(f"- {upper} vs {lower}: {mean:+.3f} ± {half:.3f} (p={p:.2g}, {verdict}; {len(seeds)} seeds)")
+    return lines
+
+
+def write_tune_report(run_dir: Path) -> Path:
+    path = run_dir / TUNE_REPORT
+    path.write_text(render_tune_report(run_dir))
+    return path
