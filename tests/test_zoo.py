@@ -107,20 +107,26 @@ def test_prm_scores_are_a_log_softmax_over_the_list():
     torch.testing.assert_close(model(batch).exp().sum(dim=1), torch.ones(4))
 
 
-def test_seq2slate_eval_scores_are_the_decoding_order():
+def test_seq2slate_scores_the_decision_it_is_trained_on():
+    """On lists whose best candidate is undisplayed, the displayed item it puts first in eval mode
+    is the one its trained (train-mode) scores put first. Greedy decoding broke this: below its
+    first pick, the order came from decoder states that training never reached."""
     torch.manual_seed(0)
     model = rerankers.build_model("seq2slate", user_dim=3, item_dim=4, d_model=8)
-    batch = lists()
-    mask = batch.mask.clone()
-    mask[0, 4:] = False
-    batch = SlateBatch(batch.user, batch.items, mask, batch.positions)
-    first_step = model.train()(batch)  # the pointer's first decision, what training sees
-    decoded = model.eval()(batch)
-    for row in range(4):
-        real = decoded[row][mask[row]]
-        n = int(mask[row].sum())
-        assert sorted(real.tolist()) == [float(6 - t) for t in reversed(range(n))]
-    assert torch.equal(decoded.argmax(dim=1), first_step.argmax(dim=1))
+    with torch.no_grad():  # must hold for any weights: make the decoder's state weigh on the pointer
+        for p in [*model.decoder.parameters(), *model.w_dec.parameters()]:
+            p.mul_(10)
+    batch = lists(rows=64, length=10, seed=2)
+    displayed = batch.positions < 5
+    trained, scored = model.train()(batch), model.eval()(batch)
+    best_undisplayed = ~displayed.gather(1, trained.argmax(dim=1, keepdim=True)).squeeze(1)
+    assert best_undisplayed.sum() >= 10
+
+    def first_displayed(scores: torch.Tensor) -> torch.Tensor:
+        return scores.masked_fill(~displayed, float("-inf")).argmax(dim=1)
+
+    assert torch.equal(first_displayed(scored), first_displayed(trained))
+    assert torch.equal(scored, trained)  # one decision, no dropout: the same scores in both modes
 
 
 @pytest.mark.parametrize("group_size", [1, 2, 3])
