@@ -114,6 +114,7 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "key": cell.key(),
         "data_key": cell.data_key(),
         "model": cell.model,
+        "model_properties": {},
         "config": cell.to_dict(),
         "status": status,
         "error": error,
@@ -142,6 +143,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         workload: Workload = load_workload(cell.workload, cell.seed, device)
         record["data"] = workload.describe()
         spec = get_spec(cell.model)
+        record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
         extra = {}
         if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
             value_model = getattr(workload, "value_model", None)

@@ -42,6 +42,9 @@ class ModelSpec:
     # The factory takes ``utility_fn: Callable[[SlateBatch], Tensor]``, the true utility of a
     # batch's items, which only a caller that knows the data (a synthetic workload) can give.
     needs_utility: bool = False
+    # False for a model with parameters per initial rank (a rank embedding): the candidates at
+    # ranks that are never displayed, so never in the training loss, get scores no loss shaped.
+    scores_undisplayed_meaningfully: bool = True
 
     def options(self) -> dict[str, Any]:
         """The factory's size and hyper-parameter options with their defaults."""
@@ -65,18 +68,23 @@ def register(
     permutation_equivariant: bool = False,
     trainable: bool = True,
     needs_utility: bool = False,
+    scores_undisplayed_meaningfully: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator adding a model factory under ``name``.
 
     ``permutation_equivariant`` and ``trainable`` are claims the model tests hold the model
-    to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword (see ``ModelSpec``).
+    to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword;
+    ``scores_undisplayed_meaningfully=False`` says that the model's scores of candidates at
+    initial ranks training never displays are not comparable with the others (see ``ModelSpec``).
     """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
-        _REGISTRY[name] = ModelSpec(name, factory, summary, permutation_equivariant, trainable, needs_utility)
+        _REGISTRY[name] = ModelSpec(
+            name, factory, summary, permutation_equivariant, trainable, needs_utility, scores_undisplayed_meaningfully
+        )
         return factory
 
     return decorate

@@ -101,6 +101,19 @@ def test_prm_ablation_has_no_position_embedding():
     assert any(n.startswith("position") for n, _ in with_rank.named_parameters())
 
 
+def test_models_with_a_rank_embedding_say_undisplayed_scores_are_not_meaningful():
+    """A per-rank embedding of a rank that is never displayed is never trained by its own item's loss."""
+    for name in rerankers.model_names():
+        model = rerankers.build_model(name, user_dim=3, item_dim=4)
+        has_rank_embedding = any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+        assert rerankers.get_spec(name).scores_undisplayed_meaningfully is not has_rank_embedding, name
+    assert not rerankers.get_spec("prm").scores_undisplayed_meaningfully
+
+
+def test_prm_has_the_founding_transformers_depth():
+    assert len(rerankers.build_model("prm", user_dim=3, item_dim=4).encoder.layers) == 2
+
+
 def test_prm_scores_are_a_log_softmax_over_the_list():
     model = rerankers.build_model("prm", user_dim=3, item_dim=4, d_model=8, dim_feedforward=8).eval()
     batch = lists()
@@ -170,6 +183,9 @@ def test_all_models_run_in_one_report(tmp_path):
     assert sorted(records) == rerankers.model_names()
     assert all(r["status"] == "ok" for r in records.values())
     assert records["oracle"]["metrics"]["slate_acc"] == 1.0
+    for name, record in records.items():
+        meaningful = rerankers.get_spec(name).scores_undisplayed_meaningfully
+        assert record["model_properties"] == {"scores_undisplayed_meaningfully": meaningful}
     report = (tmp_path / "zoo" / "report.md").read_text()
     assert all(f"| {name}" in report for name in records)
     assert "`oracle` is the accuracy ceiling" in report and "`random` is the floor" in report
