@@ -1,6 +1,7 @@
 """Behaviour specific to the zoo's models and baselines (the generic contract is in test_models.py)."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -144,26 +145,45 @@ def test_seq2slate_scores_the_decision_it_is_trained_on():
 
 @pytest.mark.parametrize("group_size", [1, 2, 3])
 def test_gsf_exact_groups_cover_every_real_item_equally(group_size):
-    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, d_model=8)
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, hidden_sizes=[8])
     groups = model._exact_groups(5, torch.device("cpu"))
     assert groups.shape == (torch.tensor(range(5 - group_size + 1, 6)).prod().item(), group_size)
     assert torch.equal(torch.bincount(groups.flatten(), minlength=5), torch.full((5,), groups.numel() // 5))
 
 
 def test_gsf_samples_groups_beyond_max_groups():
-    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=3, max_groups=12, d_model=8)
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=3, max_groups=12, hidden_sizes=[8])
     mask = torch.ones(3, 6, dtype=torch.bool)
     mask[0, 4:] = False
     mask[1, 1:] = False  # one real item: shorter than a group
-    torch.manual_seed(0)
-    members, valid = model._sampled_groups(mask)
-    shuffles = 12 // 6
-    for row in range(3):
-        counts = torch.bincount(members[row][valid[row]].flatten(), minlength=6)
-        assert torch.equal(counts, 3 * shuffles * mask[row].long())  # g groups per shuffle for every real item
     batch = lists(rows=3)
-    scores = model(SlateBatch(batch.user, batch.items, mask, batch.positions))
+    batch = SlateBatch(batch.user, batch.items, mask, batch.positions)
+    shuffles = 12 // 6
+    for training in (True, False):
+        torch.manual_seed(0)
+        members, valid = model.train(training)._sampled_groups(batch)
+        for row in range(3):
+            counts = torch.bincount(members[row][valid[row]].flatten(), minlength=6)
+            assert torch.equal(counts, 3 * shuffles * mask[row].long())  # g groups per shuffle per real item
+    scores = model(batch)
     assert torch.isfinite(scores[mask]).all() and (scores[~mask] == float("-inf")).all()
+
+
+def test_gsf_sampled_groups_score_a_list_the_same_at_every_eval_call():
+    """Eval groups are a hash of the items' features: the same list scores the same in any batch
+    and any storage order (the founding sizes sample past L = 11 at g = 2)."""
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, hidden_sizes=[8, 4], max_groups=24).eval()
+    batch = lists(rows=5, length=12, seed=4)
+    assert math.perm(12, 2) > model.max_groups
+    scores = model(batch)
+    torch.testing.assert_close(model(batch[2:]), scores[2:])
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+    permuted = SlateBatch(batch.user, batch.items[:, order], batch.mask, batch.positions)
+    torch.testing.assert_close(model(permuted), scores[:, order])
+    model.train()
+    torch.manual_seed(0)
+    first = model(batch)
+    assert not torch.allclose(first, model(batch))  # training draws fresh groups at every call
 
 
 def test_deepsets_rejects_an_unknown_pooling():
