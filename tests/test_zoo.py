@@ -143,6 +143,20 @@ def test_seq2slate_scores_the_decision_it_is_trained_on():
     assert torch.equal(scored, trained)  # one decision, no dropout: the same scores in both modes
 
 
+def test_dlcm_reads_the_raw_features_beside_their_expansion():
+    """The authors concatenate the raw features to the ELU expansion: with the expansion silenced
+    (all its weights 0, so ELU(0) = 0) the scores still follow the items' features."""
+    torch.manual_seed(0)
+    model = rerankers.build_model("dlcm", user_dim=3, item_dim=4, d_model=16).eval()
+    assert model.gru.input_size == 16 and model.heads == 3
+    with torch.no_grad():
+        for p in model.expand.parameters():
+            p.zero_()
+    batch = lists()
+    changed = SlateBatch(batch.user, batch.items + torch.randn_like(batch.items), batch.mask, batch.positions)
+    assert not torch.allclose(model(batch), model(changed))
+
+
 @pytest.mark.parametrize("group_size", [1, 2, 3])
 def test_gsf_exact_groups_cover_every_real_item_equally(group_size):
     model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, hidden_sizes=[8])
