@@ -123,6 +123,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         workload: Workload = load_workload(cell.workload, cell.seed, device)
         record["data"] = workload.describe()
         spec = get_spec(cell.model)
+        record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
         extra = {}
         if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
             value_model = getattr(workload, "value_model", None)

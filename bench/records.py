@@ -133,6 +133,7 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "key": cell.key(),
         "data_key": cell.data_key(),
         "model": cell.model,
+        "model_properties": {},
         "config": cell.to_dict(),
         "status": status,
         "error": error,

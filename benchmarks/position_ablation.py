@@ -1,18 +1,22 @@
 """Position ablation: does a model's initial-rank embedding help on position-biased clicks?
 
-Runs each model spec WITH and WITHOUT its position information on the same workloads and
-seeds (same data, same seeds), with position-biased clicks
-and an informative initial ranker, then writes the usual records + report.md (the report's
-paired Δ slate_acc column compares each section's models with the no-position variant)
-and prints a per-seed summary.
+Runs each pair of model specs, WITH and WITHOUT position information, on the same workloads
+and seeds (same data, same seeds), with position-biased clicks and an informative initial
+ranker, then writes the usual records + report.md per pair (the report's paired Δ slate_acc
+column compares each section's models with the no-position variant) and prints a per-seed
+summary.
 
 A spec is ``name`` or ``name:key=value,key=value`` (model options). Each spec is registered
 under its own display name at run time, so the report tells the variants apart; cells run
 in this process (the inline executor).
 
-By default it compares ``prm`` with ``prm:position_embedding=false`` (the paper's ablation):
+By default it runs two pairs: ``prm`` against ``prm:position_embedding=false`` (PRM's paper
+ablation), and ``setrank-init`` (SetRank_init, with the ordinal embedding) against
+``setrank``; each pair writes ``<out>/<run-id>-<model>/``:
 
     python benchmarks/position_ablation.py --seeds 0,1,2 --initial-noise 0.5 --eta 0.2 --out results/reference
+
+``--pair WITH WITHOUT`` (repeatable) replaces the default pairs.
 """
 
 from __future__ import annotations
@@ -63,22 +67,12 @@ def register_spec(spec: str) -> str:
     return display
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--with-position", default="prm")
-    parser.add_argument("--without-position", default="prm:position_embedding=false")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--profile", default="default")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--initial-noise", type=float, default=0.5, help="std of the initial ranker's noise")
-    parser.add_argument("--eta", type=float, default=0.2, help="position bias: examination 1/rank^eta")
-    parser.add_argument("--click-model", default="position-biased")
-    parser.add_argument("--labels", default="clicks")
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--run-id", default="position-ablation")
-    args = parser.parse_args()
+DEFAULT_PAIRS = [("prm", "prm:position_embedding=false"), ("setrank-init", "setrank")]
 
-    with_name, without_name = register_spec(args.with_position), register_spec(args.without_position)
+
+def run_pair(with_spec: str, without_spec: str, args: argparse.Namespace) -> Path:
+    """Run one with/without pair on every seed; print its summary table; return the report's path."""
+    with_name, without_name = register_spec(with_spec), register_spec(without_spec)
     cells = []
     for seed in (int(s) for s in args.seeds.split(",")):
         settings = {
@@ -93,7 +87,7 @@ def main() -> None:
         if args.epochs is not None:
             settings["epochs"] = args.epochs
         cells += build_cells(settings)
-    run_dir = args.out / args.run_id
+    run_dir = args.out / f"{args.run_id}-{with_spec.partition(':')[0]}"
 
     def done(record: dict) -> None:
         m = record["metrics"]
@@ -137,6 +131,26 @@ def main() -> None:
         wins = int(np.sum(np.array(deltas["slate_acc"]) > 0))
         print(f"\nwith-position wins slate_acc on {wins} of {len(deltas['slate_acc'])} seeds")
     print(f"report: {report}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pair", nargs=2, action="append", metavar=("WITH", "WITHOUT"), help="a with/without pair (repeatable)"
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--initial-noise", type=float, default=0.5, help="std of the initial ranker's noise")
+    parser.add_argument("--eta", type=float, default=0.2, help="position bias: examination 1/rank^eta")
+    parser.add_argument("--click-model", default="position-biased")
+    parser.add_argument("--labels", default="clicks")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--run-id", default="position-ablation")
+    args = parser.parse_args(argv)
+    for with_spec, without_spec in args.pair or DEFAULT_PAIRS:
+        run_pair(with_spec, without_spec, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ from rerankers.registry import register
 POOLINGS = ("mean", "max", "mean+max")
 
 
-@register("deepsets", permutation_equivariant=True)
+@register(
+    "deepsets",
+    permutation_equivariant=True,
+    search_space={"d_model": [32, 64, 128, 256], "pooling": list(POOLINGS)},
+)
 class DeepSets(nn.Module):
     """DeepSets: item features + a pooled summary of the whole list through an MLP; the cheapest list-aware model.
 

@@ -9,11 +9,14 @@ from rerankers.batch import SlateBatch, mask_padding, reading_order, user_item_f
 from rerankers.registry import register
 
 
-@register("dlcm")
+@register("dlcm", search_space={"d_model": [32, 64, 128, 256], "num_layers": [1, 2], "heads": [1, 3, 5]})
 class DLCM(nn.Module):
     """DLCM (Ai et al. 2018): a GRU reads the initial list in reverse; a local ranking function scores.
 
-    1. Input representation: user + item features through two ELU layers of width ``d_model``.
+    1. Input representation, as the authors' code builds it: the raw user + item features,
+       concatenated with their expansion through two ELU layers (widths ``d_model // 2`` and
+       ``d_model`` minus the raw width), so the GRU's input is ``d_model`` wide; when the raw
+       features are at least ``d_model`` wide there is no expansion and the GRU reads them alone.
     2. Encoding: a GRU (``num_layers`` deep, hidden ``d_model``) reads each list's real items from
        the lowest-ranked to the top-ranked one (the paper's reverse order, so the top items weigh
        most on the final state). Padding is read after the real items and never reaches them;
@@ -32,24 +35,30 @@ class DLCM(nn.Module):
         item_dim: int,
         d_model: int = 64,
         num_layers: int = 1,
-        heads: int = 4,
+        heads: int = 3,
     ) -> None:
         super().__init__()
         self.d_model, self.heads = d_model, heads
-        self.embed = nn.Sequential(
-            nn.Linear(user_dim + item_dim, d_model), nn.ELU(), nn.Linear(d_model, d_model), nn.ELU()
+        raw = user_dim + item_dim
+        expanded = max(d_model - raw, 0)
+        middle = max(d_model // 2, 1)
+        self.expand = (
+            nn.Sequential(nn.Linear(raw, middle), nn.ELU(), nn.Linear(middle, expanded), nn.ELU()) if expanded else None
         )
-        self.gru = nn.GRU(d_model, d_model, num_layers, batch_first=True)
+        self.gru = nn.GRU(raw + expanded, d_model, num_layers, batch_first=True)
         self.context = nn.Linear(d_model, heads * d_model)  # W_a, b_a for every head
         self.combine = nn.Linear(heads, 1, bias=False)  # v
 
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         rows, length = batch.mask.shape
-        order = reading_order(batch, reverse=True).unsqueeze(-1).expand(-1, -1, self.d_model)
-        read, _ = self.gru(self.embed(user_item_features(batch)).gather(1, order))
+        features = user_item_features(batch)
+        if self.expand is not None:
+            features = torch.cat((features, self.expand(features)), dim=-1)
+        order = reading_order(batch, reverse=True).unsqueeze(-1)
+        read, _ = self.gru(features.gather(1, order.expand_as(features)))
         last = (batch.mask.sum(dim=1) - 1).clamp_min(0)
         final = read[torch.arange(rows, device=read.device), last]  # [B, d], state after the top item
-        outputs = torch.empty_like(read).scatter_(1, order, read)  # back to the input's slots
+        outputs = torch.empty_like(read).scatter_(1, order.expand_as(read), read)  # back to the input's slots
         context = torch.tanh(self.context(final)).view(rows, self.heads, self.d_model)
         scores = self.combine(torch.einsum("bld,bhd->blh", outputs, context)).squeeze(-1)
         return mask_padding(scores, batch.mask)

@@ -11,28 +11,35 @@ from torch import nn
 from rerankers.batch import SlateBatch, mask_padding
 from rerankers.registry import register
 
+HASH_SEED = 0x65F  # fixes the projections that turn an item's features into its shuffle keys
+
 
 @register("gsf", permutation_equivariant=True)
 class GSF(nn.Module):
     """GSF (Ai et al. 2019): an MLP scores groups of g items jointly; an item's score averages its groups.
 
     The groupwise scoring function takes the user's features and the features of g items
-    (concatenated in group order) and returns g scores, one per member, through
-    ``hidden_layers`` ReLU layers of width ``d_model`` (the first layer's item part is computed
-    once per item and group slot and summed per group: the same linear map, cheaper). An item's
-    score is the mean of the scores it received over the groups that contain it.
+    (concatenated in group order) and returns g scores, one per member, through one hidden layer
+    per entry of ``hidden_sizes``, each linear + batch norm + ReLU (TF-Ranking's GSF scorer; the
+    first layer's item part is computed once per item and group slot and summed per group: the
+    same linear map, cheaper). Batch norm sees only the groups whose members are all real, so
+    padding never changes a score. An item's score is the mean of the scores it received over
+    the groups that contain it.
 
     Groups: when a list of L slots has at most ``max_groups`` ordered g-tuples of distinct slots
     (L!/(L-g)!), all of them are used, and only those whose members are all real count: exact,
     deterministic and permutation-equivariant; every real item of a list of n real items sits in
-    g (n-1)!/(n-g)! groups. Otherwise groups are sampled: ``max(1, max_groups // L)`` random
-    shuffles of the list's real items (torch's global generator, fresh at every call), each cut
-    into n circular windows of g, so every real item sits in exactly g groups per shuffle (a list
-    shorter than g repeats items inside a window). Sampling is equivariant in distribution only.
-    Lists with fewer than g real items have no exact group and all their items score 0 (a tie).
+    g (n-1)!/(n-g)! groups. Otherwise groups are sampled: ``max(1, max_groups // L)`` shuffles of
+    the list's real items, each cut into n circular windows of g, so every real item sits in
+    exactly g groups per shuffle (a list shorter than g repeats items inside a window). In train
+    mode the shuffles are fresh random draws at every call (torch's global generator), so
+    training sees many groupings; in eval mode an item's place in a shuffle is a fixed
+    pseudo-random function (a hash) of its own features, so a list scores the same at every
+    call, in any batch and any storage order (exactly permutation-equivariant). Lists with fewer
+    than g real items have no exact group and all their items score 0 (a tie).
 
-    Cost per list: O(L g F d) for the first layer's item parts, then per group O(g d) to sum
-    them + O((hidden_layers - 1) d^2) + O(d g). Exact groups grow as L^g (L=10: g=1 10, g=2 90,
+    Cost per list: O(L g F h_1) for the first layer's item parts, then per group O(g h_1) to sum
+    them + O(sum of h_i h_(i+1)) + O(h_last g). Exact groups grow as L^g (L=10: g=1 10, g=2 90,
     g=3 720, g=4 5,040); ``max_groups`` caps them at about max_groups, so at a fixed budget the
     cost grows only linearly in g. g=1 is a pointwise MLP.
     """
@@ -42,21 +49,23 @@ class GSF(nn.Module):
         user_dim: int,
         item_dim: int,
         group_size: int = 2,
-        d_model: int = 64,
-        hidden_layers: int = 2,
+        hidden_sizes: tuple[int, ...] = (256, 128, 64),
         max_groups: int = 128,
     ) -> None:
         super().__init__()
-        self.group_size, self.max_groups, self.d_model = group_size, max_groups, d_model
+        hidden_sizes = tuple(hidden_sizes)  # a --model-arg list arrives as a list
+        if not hidden_sizes or min(hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be one or more positive widths, got {hidden_sizes}")
+        self.group_size, self.max_groups, self.width = group_size, max_groups, hidden_sizes[0]
         # The first layer is linear in the concatenation [user, x_1, ..., x_g], so it is split
         # into a user part and one item part per group slot, computed once per item and summed
         # per group: the same function, without recomputing an item's projection in every group.
-        self.user_in = nn.Linear(user_dim, d_model)
-        self.item_in = nn.Linear(item_dim, group_size * d_model, bias=False)
-        layers: list[nn.Module] = [nn.ReLU()]
-        for _ in range(hidden_layers - 1):
-            layers += [nn.Linear(d_model, d_model), nn.ReLU()]
-        layers.append(nn.Linear(d_model, group_size))
+        self.user_in = nn.Linear(user_dim, self.width)
+        self.item_in = nn.Linear(item_dim, group_size * self.width, bias=False)
+        layers: list[nn.Module] = [nn.BatchNorm1d(self.width), nn.ReLU()]
+        for width_in, width in itertools.pairwise(hidden_sizes):
+            layers += [nn.Linear(width_in, width), nn.BatchNorm1d(width), nn.ReLU()]
+        layers.append(nn.Linear(hidden_sizes[-1], group_size))
         self.net = nn.Sequential(*layers)
         self._exact: dict[tuple[int, torch.device], torch.Tensor] = {}
 
@@ -68,12 +77,23 @@ class GSF(nn.Module):
             self._exact[key] = torch.tensor(tuples, dtype=torch.long, device=device).view(-1, self.group_size)
         return self._exact[key]
 
-    def _sampled_groups(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, G, g] slot indices of circular windows over random shuffles, and [B, G] validity."""
+    @staticmethod
+    def _item_keys(items: torch.Tensor, shuffles: int) -> torch.Tensor:
+        """[B, shuffles, L] keys in [0, 1), each a hash of the item's own features (float64)."""
+        g = torch.Generator().manual_seed(HASH_SEED)
+        projection = torch.randn(items.shape[-1], shuffles, generator=g, dtype=torch.float64).to(items.device)
+        return torch.remainder(torch.sin(items.double() @ projection) * 43758.5453, 1.0).transpose(1, 2)
+
+    def _sampled_groups(self, batch: SlateBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, G, g] slot indices of circular windows over shuffles of the real items, and [B, G] validity."""
+        mask = batch.mask
         rows, length = mask.shape
         shuffles = max(1, self.max_groups // length)
-        keys = torch.rand(rows, shuffles, length, device=mask.device).masked_fill(~mask.unsqueeze(1), 2.0)
-        shuffled = keys.argsort(dim=-1)  # real items first, in random order
+        if self.training:
+            keys = torch.rand(rows, shuffles, length, device=mask.device, dtype=torch.float64)
+        else:
+            keys = self._item_keys(batch.items, shuffles)
+        shuffled = keys.masked_fill(~mask.unsqueeze(1), 2.0).argsort(dim=-1)  # real items first, shuffled
         real = mask.sum(dim=1).clamp_min(1)  # [B]
         starts = torch.arange(length, device=mask.device)
         offsets = torch.arange(self.group_size, device=mask.device)
@@ -89,19 +109,21 @@ class GSF(nn.Module):
             members = self._exact_groups(length, batch.items.device).unsqueeze(0).expand(rows, -1, -1)
             valid = batch.mask.gather(1, members.reshape(rows, -1)).view(rows, -1, g).all(dim=-1)
         else:
-            members, valid = self._sampled_groups(batch.mask)
+            members, valid = self._sampled_groups(batch)
         groups = members.shape[1]
-        per_slot = self.item_in(batch.items).view(rows, length, g, self.d_model)
-        hidden = self.user_in(batch.user).unsqueeze(1)  # [B, 1, d], broadcast over the groups
+        per_slot = self.item_in(batch.items).view(rows, length, g, self.width)
+        hidden = self.user_in(batch.user).unsqueeze(1)  # [B, 1, h], broadcast over the groups
         for slot in range(g):
-            index = members[:, :, slot].unsqueeze(-1).expand(-1, -1, self.d_model)
+            index = members[:, :, slot].unsqueeze(-1).expand(-1, -1, self.width)
             hidden = hidden + per_slot[:, :, slot].gather(1, index)
-        outputs = self.net(hidden)  # [B, G, g]
+        # Only the valid groups go through the net: batch norm's statistics must not see padding.
+        outputs = hidden.new_zeros(rows, groups, g)
+        if valid.any():
+            outputs[valid] = self.net(hidden[valid])
         flat = members.reshape(rows, groups * g)
         weight = valid.unsqueeze(-1).expand(-1, -1, g).reshape(rows, -1)
-        contributions = torch.where(weight, outputs.reshape(rows, -1), 0.0)
         totals = torch.zeros(rows, length, device=outputs.device, dtype=outputs.dtype).scatter_add(
-            1, flat, contributions
+            1, flat, outputs.reshape(rows, -1)
         )
         counts = torch.zeros_like(totals).scatter_add(1, flat, weight.to(outputs.dtype))
         return mask_padding(totals / counts.clamp_min(1.0), batch.mask)

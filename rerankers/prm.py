@@ -10,24 +10,41 @@ from rerankers.dropout import with_fast_dropout
 from rerankers.registry import register
 
 
-@register("prm")
+@register(
+    "prm",
+    scores_undisplayed_meaningfully=False,
+    search_space={  # the references use 1 to 4 blocks
+        "d_model": [32, 64, 128, 256],
+        "num_layers": [1, 2, 3, 4],
+        "nhead": [1, 2, 4],
+        "dim_feedforward": [128, 256, 512],
+        "pv_dim": [8, 16, 32],
+        "dropout": (0.0, 0.3),
+    },
+)
 class PRM(nn.Module):
     """PRM (Pei et al. 2019): items + personalized vector + initial-rank embedding, transformer encoder.
 
     As the paper describes it: each item's input is its feature vector concatenated with a
-    personalized vector ``pv`` (here the user's features through a learned linear projection of
-    size ``pv_dim``, trained jointly, where the paper takes pv from a pre-trained model); a
+    personalized vector ``pv``; a
     learned embedding of the item's initial rank is added to that input; a linear layer maps it
     to ``d_model``; ``num_layers`` transformer encoder blocks (multi-head self-attention over
     the list + feed-forward, residuals, layer norm, dropout) let every item see every other;
     a linear layer and a softmax over the list give the scores. The scores returned are the
     log of that softmax (same order, and the training loss is unchanged by the per-list shift).
 
+    The personalized vector differs from the paper's: here it is one vector per user, the user's
+    features through a learned linear projection of size ``pv_dim`` trained jointly, so every
+    item of a list gets the same pv; the paper takes a per-(user, item) vector from a
+    pre-trained click model, which would need a pre-training stage and item ids.
+
     ``position_embedding=False`` is the paper's ablation without the rank embedding: the model
     is then permutation-equivariant. Ranks beyond ``max_positions - 1`` share the last embedding.
-    Cost per list and block: O(L^2 d) attention + O(L d dim_feedforward), like a layer of the
-    founding transformer; one block by default (the default profile's CPU time budget), where
-    the founding transformer has two.
+    The embeddings of ranks that are never displayed are trained only through attention, never
+    by their own item's loss, so the scores of undisplayed candidates are not meaningful (the
+    registration says so). Cost per list and block: O(L^2 d) attention + O(L d dim_feedforward),
+    like a layer of the founding transformer; two blocks by default, the founding
+    transformer's depth (the references use 1 to 4).
     """
 
     def __init__(
@@ -37,7 +54,7 @@ class PRM(nn.Module):
         d_model: int = 64,
         nhead: int = 2,
         dim_feedforward: int = 256,
-        num_layers: int = 1,
+        num_layers: int = 2,
         pv_dim: int = 16,
         dropout: float = 0.1,
         position_embedding: bool = True,

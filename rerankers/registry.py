@@ -80,6 +80,9 @@ class ModelSpec:
     # Hyper-parameter search space over the factory's options, for whoever tunes the model: option ->
     # a list of choices, a (low, high) float range, or (low, high, "log") for a log-uniform one.
     search_space: dict[str, Any] = field(default_factory=dict)
+    # False for a model with parameters per initial rank (a rank embedding): the candidates at
+    # ranks that are never displayed, so never in the training loss, get scores no loss shaped.
+    scores_undisplayed_meaningfully: bool = True
 
     def options(self) -> dict[str, Any]:
         """The factory's size and hyper-parameter options with their defaults."""
@@ -104,18 +107,28 @@ def register(
     trainable: bool = True,
     needs_utility: bool = False,
     search_space: dict[str, Any] | None = None,
+    scores_undisplayed_meaningfully: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator adding a model factory under ``name``.
 
     ``permutation_equivariant`` and ``trainable`` are claims the model tests hold the model
     to; ``needs_utility`` asks the caller for a ``utility_fn`` keyword; ``search_space`` says
-    which options a hyper-parameter search may vary, and over what (see ``ModelSpec``).
+    which options a hyper-parameter search may vary, and over what;
+    ``scores_undisplayed_meaningfully=False`` says that the model's scores of candidates at
+    initial ranks training never displays are not comparable with the others (see ``ModelSpec``).
     """
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         summary = description or next(iter((factory.__doc__ or "").strip().splitlines()), "")
         spec = ModelSpec(
-            name, factory, summary, permutation_equivariant, trainable, needs_utility, dict(search_space or {})
+            name,
+            factory,
+            summary,
+            permutation_equivariant,
+            trainable,
+            needs_utility,
+            dict(search_space or {}),
+            scores_undisplayed_meaningfully,
         )
         _REGISTRY.add(name, spec)
         return factory

@@ -10,34 +10,29 @@ from rerankers.batch import SlateBatch, mask_padding, reading_order, user_item_f
 from rerankers.registry import register
 
 
-@register("seq2slate")
+@register("seq2slate", search_space={"d_model": [32, 64, 128, 256]})
 class Seq2Slate(nn.Module):
-    """Seq2Slate (Bello et al. 2018): LSTM encoder + pointer-network decoder that picks one item per step.
+    """Seq2Slate (Bello et al. 2018): LSTM encoder + pointer-network decoder; scores from its first pointer step.
 
     Architecture: user + item features are embedded (linear + ReLU, width ``d_model``); an LSTM
     encoder reads the real items in their initial order; an LSTM-cell decoder starts from the
-    encoder's final state with a learned "go" input, and at each step points at one item with
-    additive attention, ``u_i = v^T tanh(W_enc e_i + W_dec d_t)``, over the items not yet picked
-    (picked and padded items are masked to -inf); the picked item's embedding is the next input.
+    encoder's final state with a learned "go" input and points at the items with additive
+    attention, ``u_i = v^T tanh(W_enc e_i + W_dec d_t)`` (padded items masked to -inf).
 
-    How scores are derived: in eval mode the decoder decodes greedily (arg-max pointer at every
-    step) and an item's score is ``L - t`` for the step t (0-based) at which it was picked, so
-    sorting by score reproduces the decoding order; the scores are integers and carry no
-    confidence beyond the order.
-
-    How it is trained: the paper's supervised mode is teacher forcing with a per-step
-    cross-entropy between the pointer distribution and the labels of the items still to be
-    placed. With one click per list that loss has a target at the first step only (after the
-    clicked item is placed no positive label remains), so in train mode the model returns the
-    first step's pointer logits over the list and the harness's listwise loss trains exactly that
-    decision. Later steps share every weight with the first but are never trained on their own
-    states; the paper's other mode, REINFORCE on sampled slates, would need a reward in the loop
-    and is not implemented here.
+    How it is trained and scored (the same decision in both modes): the scores are the first
+    decoding step's pointer logits ``u_i`` over the whole list, in train and in eval mode alike,
+    and sorting by them gives the ranking. The harness trains them with its listwise loss over
+    the displayed items, as for every model. The paper's inference decodes greedily, one item
+    per step, feeding each pick back to the decoder; its supervised training is a per-step
+    cross-entropy with teacher forcing over the labels' order. A model here never sees labels
+    (the harness's loss does), so only the first step can be trained; scoring by the greedy
+    decoding made the order below the first pick (and with it slate_acc whenever the best
+    candidate was undisplayed, about half the founding lists) come from decoder states no loss
+    had ever trained. The paper's other mode, REINFORCE on sampled slates, would need a reward
+    in the loop and is not implemented.
 
     Reads the list in its initial order: not permutation-equivariant. Cost per list: the
-    encoder's L LSTM steps, then L sequential decoder steps of O(L d) attention each, O(L^2 d)
-    in all, and the decoding loop makes eval (and batch-1 latency) L times more sequential
-    than a one-pass scorer.
+    encoder's L sequential LSTM steps, O(L d^2), then one pointer step, O(L d) attention.
     """
 
     def __init__(self, user_dim: int, item_dim: int, d_model: int = 64) -> None:
@@ -60,28 +55,9 @@ class Seq2Slate(nn.Module):
         outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=embedded.shape[1])
         return torch.zeros_like(outputs).scatter_(1, order, outputs), (h[0], c[0])
 
-    def _pointer(self, reference: torch.Tensor, hidden: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-        logits = self.v(torch.tanh(reference + self.w_dec(hidden).unsqueeze(1))).squeeze(-1)
-        return logits.masked_fill(~available, float("-inf"))
-
     def forward(self, batch: SlateBatch) -> torch.Tensor:
-        rows, length = batch.mask.shape
-        embedded = self.embed(user_item_features(batch))
-        encoded, state = self._encode(batch, embedded)
-        reference = self.w_enc(encoded)
-        available = batch.mask.clone()
-        state = self.decoder(self.go.expand(rows, -1), state)
-        logits = self._pointer(reference, state[0], available)
-        if self.training:
-            return mask_padding(logits, batch.mask)
-        scores = torch.zeros(rows, length, device=logits.device, dtype=logits.dtype)
-        for step in range(length):
-            pick = logits.argmax(dim=1, keepdim=True)
-            valid = available.gather(1, pick)  # False once a list has no item left
-            scores.scatter_(1, pick, torch.where(valid, float(length - step), scores.gather(1, pick)))
-            available = available.scatter(1, pick, False)
-            if step + 1 < length:
-                chosen = embedded.gather(1, pick.unsqueeze(-1).expand(-1, -1, self.d_model)).squeeze(1)
-                state = self.decoder(chosen, state)
-                logits = self._pointer(reference, state[0], available)
-        return mask_padding(scores, batch.mask)
+        rows = batch.mask.shape[0]
+        encoded, state = self._encode(batch, self.embed(user_item_features(batch)))
+        hidden, _ = self.decoder(self.go.expand(rows, -1), state)  # the first decoding step
+        pointer = self.v(torch.tanh(self.w_enc(encoded) + self.w_dec(hidden).unsqueeze(1))).squeeze(-1)
+        return mask_padding(pointer, batch.mask)

@@ -56,7 +56,7 @@ ORDER_AWARE = [m for m in DETERMINISTIC if not rerankers.get_spec(m).permutation
 
 
 def test_the_zoo_is_registered():
-    expected = {"prm", "dlcm", "setrank", "seq2slate", "gsf", "deepsets", "random", "initial", "oracle"}
+    expected = {"prm", "dlcm", "setrank", "setrank-init", "seq2slate", "gsf", "deepsets", "random", "initial", "oracle"}
     assert expected <= set(MODELS)
     assert {m for m in MODELS if not rerankers.get_spec(m).trainable} >= {"random", "initial", "oracle"}
 
@@ -132,6 +132,7 @@ def test_order_aware_models_use_the_initial_order(name):
         ("prm", {"position_embedding": True}, False),
         ("setrank", {"rank_embedding": True}, False),
         ("setrank", {"rank_embedding": False}, True),
+        ("setrank-init", {}, False),
     ],
 )
 def test_rank_embedding_switches(name, options, equivariant):

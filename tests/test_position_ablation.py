@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rerankers
+from bench.records import load_records
 from rerankers import SlateBatch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "position_ablation.py"
@@ -37,3 +38,16 @@ def test_specs_register_distinct_display_names(ablation):
         assert ablation.register_spec("mlp") == "mlp"
     finally:
         rerankers.unregister(name)
+
+
+def test_default_pairs_run_prm_and_setrank_with_and_without_the_rank_embedding(ablation, tmp_path, capsys):
+    ablation.main(["--profile", "smoke", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path), "--run-id", "ab"])
+    printed = capsys.readouterr().out
+    for with_name, without_name in [("prm", "prm[position_embedding=False]"), ("setrank-init", "setrank")]:
+        run_dir = tmp_path / f"ab-{with_name}"
+        records = load_records(run_dir / "records.jsonl")
+        assert sorted(r["model"] for r in records) == sorted([with_name, without_name])
+        assert all(r["status"] == "ok" for r in records)
+        assert all(r["config"]["workload"]["initial_noise"] == 0.5 for r in records)  # informative order
+        assert f"with: {with_name}; without: {without_name}" in printed
+        assert (run_dir / "report.md").exists()
