@@ -193,8 +193,9 @@ def search(
     started = time.monotonic()
     spent_before = _spent_seconds(study)
     trials_file = run_dir / TRIALS_DIR / RECORDS_FILE
+    spent = _spent(run_dir, study.study_name)
     while True:
-        if budget.trials is not None and _spent(run_dir, study.study_name) >= budget.trials:
+        if budget.trials is not None and spent >= budget.trials:
             break
         if budget.minutes is not None and spent_before + time.monotonic() - started >= 60 * budget.minutes:
             break
@@ -222,6 +223,7 @@ def search(
             study.tell(trial, state=state)
         record["tuning"] = {"study": study.study_name, "trial": trial.number, "params": params, "value": value}
         append_record(trials_file, json_safe(record))
+        spent += 1
         on_trial(record)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
