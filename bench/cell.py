@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import torch
 
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
+from bench.conditions import CellConditions
 from bench.config import CellConfig
 from bench.data import SlateData, Workload, load_workload
 from bench.flops import count_flops, peak_flops
@@ -28,8 +30,10 @@ from bench.metrics import (
     utility_gains,
 )
 from bench.records import SCHEMA_VERSION, environment, json_safe, pack_bits
+from bench.stats import timing_summary
 from bench.train import Diverged, score_split, train
 from rerankers import build_model, get_spec
+from rerankers.dropout import cpu_dropout_kernel, use_cpu_dropout
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 EpochCallback = Callable[[int, float, float], None]
@@ -123,71 +127,106 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "per_slate": {},
         "data": {},
         "environment": {},
+        "timings": {},
+        "conditions": {},
         "started_at": datetime.now(UTC).isoformat(),
         "finished_at": None,
     }
+
+
+def _cpu_phase(on_cpu: bool) -> contextlib.AbstractContextManager:
+    return measure.CpuPhasePeak() if on_cpu else contextlib.nullcontext()
 
 
 def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """Run one cell and return its record; errors become a record with a failure status."""
     wall_start = time.perf_counter()
     device = torch.device(cell.device)
+    on_cpu = device.type == "cpu"
     if cell.threads:
         torch.set_num_threads(cell.threads)
     record = new_record(cell)
     set_matmul_precision(cell.precision)
     record["environment"] = environment(device, cell.precision, cell.compile)
-    try:
-        torch.manual_seed(cell.seed)
-        workload: Workload = load_workload(cell.workload, cell.seed, device)
-        record["data"] = workload.describe()
-        spec = get_spec(cell.model)
-        extra = {}
-        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
-            value_model = getattr(workload, "value_model", None)
-            if value_model is None:
-                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-            extra["utility_fn"] = value_model.score
-        model = build_model(
-            cell.model,
-            user_dim=workload.test.inputs.user.shape[1],
-            item_dim=workload.test.inputs.items.shape[2],
-            **cell.model_kwargs,
-            **extra,
-        ).to(device)
-        runnable = prepare(model, cell.precision, cell.compile)
-        record["measurements"]["parameters"] = measure.parameter_count(model)
-        measure.reset_peak_memory(device)
-        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
-        trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
-        if trainable:
-            result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
-            record["history"] = {
-                "train_loss": result.train_loss,
-                "valid_slate_acc": result.valid_slate_acc,
-            }
-            record["measurements"].update(
-                train_samples_per_s=result.samples_per_second,
-                train_steady_seconds=result.steady_seconds,
-                train_warmup_seconds=result.warmup_seconds,
+    record["environment"].update(cpu_dropout=cell.cpu_dropout, cpu_dropout_kernel=cpu_dropout_kernel(cell.cpu_dropout))
+    x, timings = record["measurements"], record["timings"]
+    # The process's memory before any data or model: the interpreter, torch and the harness.
+    baseline = measure.cpu_rss_mib() if on_cpu else None
+    memory_method = None
+    with CellConditions(torch.get_num_threads()) as conditions:
+        try:
+            torch.manual_seed(cell.seed)
+            workload: Workload = load_workload(cell.workload, cell.seed, device)
+            record["data"] = workload.describe()
+            if baseline is not None:
+                x["cpu_rss_baseline_mib"] = baseline
+                x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
+            spec = get_spec(cell.model)
+            extra = {}
+            if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+                value_model = getattr(workload, "value_model", None)
+                if value_model is None:
+                    raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
+                extra["utility_fn"] = value_model.score
+            model = build_model(
+                cell.model,
+                user_dim=workload.test.inputs.user.shape[1],
+                item_dim=workload.test.inputs.items.shape[2],
+                **cell.model_kwargs,
+                **extra,
             )
-        record["measurements"].update(measure.peak_memory_mib(device, "train"))
-        scores = score_split(runnable, workload.test, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
-        record["metrics"] = metrics
-        record["per_slate"] = {"slate_hits": pack_bits(hits)}
-        measure.reset_peak_memory(device)
-        serving_batch = workload.test[: cell.workload.batch_size].inputs
-        x = record["measurements"]
-        x["infer_samples_per_s"] = measure.inference_throughput(runnable, serving_batch, cell.measure)
-        x.update(measure.single_request_latency_ms(runnable, workload.test.inputs, cell.measure))
-        x.update(measure.peak_memory_mib(device, "infer"))
-        x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
-    except Exception as error:  # a failed cell is a result, not a crash of the run
-        record["status"] = _status_of(error)
-        record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
-    if device.type == "cpu":
-        record["measurements"]["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
-    record["measurements"]["wall_seconds"] = time.perf_counter() - wall_start
+            # Same dropout for every model, plugins included, applied right after construction.
+            record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
+            model = model.to(device)
+            runnable = prepare(model, cell.precision, cell.compile)
+            x["parameters"] = measure.parameter_count(model)
+            measure.reset_peak_memory(device)
+            # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
+            trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
+            if trainable:
+                with _cpu_phase(on_cpu) as phase:
+                    result = train(
+                        runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch
+                    )
+                record["history"] = {
+                    "train_loss": result.train_loss,
+                    "valid_slate_acc": result.valid_slate_acc,
+                }
+                timings["train_samples_per_s"] = timing_summary(result.block_rates)
+                x.update(
+                    train_samples_per_s=timings["train_samples_per_s"]["median"],
+                    train_steady_seconds=result.steady_seconds,
+                    train_warmup_seconds=result.warmup_seconds,
+                )
+                if phase is not None:
+                    x.update(measure.phase_memory_mib(phase, "train", baseline))
+                    memory_method = phase.method
+            x.update(measure.peak_memory_mib(device, "train"))
+            scores = score_split(runnable, workload.test, cell.workload.batch_size)
+            metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
+            record["metrics"] = metrics
+            record["per_slate"] = {"slate_hits": pack_bits(hits)}
+            del scores
+            measure.reset_peak_memory(device)
+            serving_batch = workload.test[: cell.workload.batch_size].inputs
+            with _cpu_phase(on_cpu) as phase:
+                throughput = measure.inference_throughput_samples(runnable, serving_batch, cell.measure)
+                latency = measure.latency_samples_ms(runnable, workload.test.inputs, cell.measure)
+            timings["infer_samples_per_s"] = timing_summary(throughput)
+            timings["latency_b1_ms"] = timing_summary(latency)
+            x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
+            x.update(measure.latency_percentiles_ms(timings["latency_b1_ms"]["samples"]))
+            if phase is not None:
+                x.update(measure.phase_memory_mib(phase, "infer", baseline))
+                memory_method = phase.method
+            x.update(measure.peak_memory_mib(device, "infer"))
+            x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
+        except Exception as error:  # a failed cell is a result, not a crash of the run
+            record["status"] = _status_of(error)
+            record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    record["conditions"] = {**conditions.result, "cpu_memory_method": memory_method}
+    if on_cpu:
+        x["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
+    x["wall_seconds"] = time.perf_counter() - wall_start
     record["finished_at"] = datetime.now(UTC).isoformat()
     return json_safe(record)

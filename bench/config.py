@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+DATA_DEVICE = "cpu"  # where synthetic data is drawn, whatever the cell's device
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -71,6 +72,7 @@ class CellConfig:
     threads: int = 0  # 0: leave torch's default
     precision: str = "fp32"
     compile: bool = False
+    cpu_dropout: str = "torch"  # torch | bulk: the dropout every model trains with on CPU (rerankers/dropout.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,9 +106,14 @@ class CellConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def data_key(self) -> str:
-        """Identity of the data the cell sees; cells sharing it can be compared pairwise."""
+        """Identity of the data the cell sees; cells sharing it can be compared pairwise.
+
+        The data is drawn on the CPU whatever device the cell runs on (bench/data.py), so "device" is
+        the device it was drawn on, always "cpu": CPU records keep their data keys and a GPU cell
+        shares its data key with the CPU cell of the same workload and seed.
+        """
         canonical = json.dumps(
-            {"workload": asdict(self.workload), "seed": self.seed, "device": self.device},
+            {"workload": asdict(self.workload), "seed": self.seed, "device": DATA_DEVICE},
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -115,6 +122,7 @@ class CellConfig:
 # (path in to_dict(), value that means "as before the field existed")
 NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("compile",): False,
+    ("cpu_dropout",): "torch",
     ("workload", "slate_min"): None,
     ("workload", "initial_noise"): None,
     ("workload", "click_model"): "best",
@@ -181,6 +189,9 @@ def validate(cell: CellConfig) -> None:
         raise ConfigError(f"unknown precision {cell.precision!r} (known: {', '.join(PRECISIONS)})")
     if cell.precision == "tf32" and cell.device != "cuda":
         raise ConfigError("precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
+    from rerankers.dropout import CPU_DROPOUTS
+
+    _choice("cpu dropout", cell.cpu_dropout, CPU_DROPOUTS)
     if cell.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cell.threads}")
     for name, value in cell.model_kwargs.items():
