@@ -94,6 +94,9 @@ def run(
     compile_model: bool | None = typer.Option(
         None, "--compile/--no-compile", help="torch.compile each cell's model (compile time is warm-up)."
     ),
+    cpu_dropout: str | None = typer.Option(
+        None, help="Dropout every model trains with on CPU: torch (stock PyTorch) | bulk (rerankers/dropout.py)."
+    ),
     isolation: str | None = typer.Option(None, help="process: each cell in its own process | none  [process]"),
     timeout: float | None = typer.Option(None, help="Per-cell timeout in seconds (process isolation or ray)."),
     executor: str | None = typer.Option(None, help="local | ray  [local]"),
@@ -131,6 +134,7 @@ def run(
         "threads": threads,
         "precision": precision,
         "compile": compile_model,
+        "cpu_dropout": cpu_dropout,
         "isolation": isolation,
         "timeout": timeout,
         "executor": executor,

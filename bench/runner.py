@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cell import new_record, run_cell
+from bench.conditions import oversubscription
 from bench.config import CellConfig
 from bench.records import RECORDS_FILE, append_record, load_records
 
@@ -108,6 +110,10 @@ def run_cells(
     """Run every cell not already recorded in ``run_dir``, appending one record per cell."""
     todo = pending_cells(cells, run_dir, force)
     summary = RunSummary(skipped=len(cells) - len(todo))
+    if executor == "local" and todo:  # one cell at a time
+        crowded = oversubscription(max(cell.threads for cell in todo), concurrent_cells=1)
+        if crowded:
+            warnings.warn(f"the run oversubscribes the CPU: {crowded}", stacklevel=2)
 
     def finish(record: dict[str, Any]) -> None:
         record.update(extra or {})

@@ -41,6 +41,7 @@ SCALARS: dict[str, type] = {
     "device": str,
     "precision": str,
     "compile": bool,
+    "cpu_dropout": str,
     "isolation": str,
     "timeout": float,
     "executor": str,
@@ -62,7 +63,7 @@ FILE_KEYS = {"models", *AXES, *SCALARS} - {"model"}
 # Single-valued settings that are fields of the cell config, as they are (initial_noise is parsed).
 CELL_SETTINGS = (
     "batches", "epochs", "valid_slates", "test_slates", "threads", "device", "precision", "compile",
-    "slate_min", "click_model", "eta", "labels", "data", "data_path", "initial_ranker",
+    "slate_min", "click_model", "eta", "labels", "data", "data_path", "initial_ranker", "cpu_dropout",
 )  # fmt: skip
 
 

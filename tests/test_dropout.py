@@ -163,3 +163,21 @@ def test_the_default_setting_keeps_earlier_keys():
     assert replace(cell, cpu_dropout="bulk").key() != cell.key()
     with pytest.raises(ConfigError, match="unknown cpu dropout 'fast'"):
         validate(replace(cell, cpu_dropout="fast"))
+
+
+def test_the_cli_sets_the_cpu_dropout_of_every_cell(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, ["run", "--profile", "smoke", "--out", str(tmp_path), *args])
+
+    bad = invoke("--cpu-dropout", "fast")
+    assert bad.exit_code == 2 and "error: unknown cpu dropout 'fast'" in bad.stderr
+    default = invoke("--models", "mlp,transformer", "--dry-run")
+    bulk = invoke("--models", "mlp,transformer", "--cpu-dropout", "bulk", "--dry-run")
+    assert default.exit_code == bulk.exit_code == 0, bulk.output
+    keys = [line.split()[-2] for line in default.output.splitlines() if line.startswith(("mlp", "transformer"))]
+    bulk_keys = [line.split()[-2] for line in bulk.output.splitlines() if line.startswith(("mlp", "transformer"))]
+    assert len(keys) == len(bulk_keys) == 2 and not set(keys) & set(bulk_keys)
