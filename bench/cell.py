@@ -13,7 +13,7 @@ import torch
 
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
-from bench.conditions import CellConditions
+from bench.conditions import contention, read_counters
 from bench.config import CellConfig
 from bench.data import SlateData, Workload, load_workload
 from bench.flops import count_flops, peak_flops
@@ -153,78 +153,77 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     # The process's memory before any data or model: the interpreter, torch and the harness.
     baseline = measure.cpu_rss_mib() if on_cpu else None
     memory_method = None
-    with CellConditions(torch.get_num_threads()) as conditions:
-        try:
-            torch.manual_seed(cell.seed)
-            workload: Workload = load_workload(cell.workload, cell.seed, device)
-            record["data"] = workload.describe()
-            if baseline is not None:
-                x["cpu_rss_baseline_mib"] = baseline
-                x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
-            spec = get_spec(cell.model)
-            extra = {}
-            if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
-                value_model = getattr(workload, "value_model", None)
-                if value_model is None:
-                    raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-                extra["utility_fn"] = value_model.score
-            model = build_model(
-                cell.model,
-                user_dim=workload.test.inputs.user.shape[1],
-                item_dim=workload.test.inputs.items.shape[2],
-                **cell.model_kwargs,
-                **extra,
-            )
-            # Same dropout for every model, plugins included, applied right after construction.
-            record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
-            model = model.to(device)
-            runnable = prepare(model, cell.precision, cell.compile)
-            x["parameters"] = measure.parameter_count(model)
-            measure.reset_peak_memory(device)
-            # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
-            trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
-            if trainable:
-                with _cpu_phase(on_cpu) as phase:
-                    result = train(
-                        runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch
-                    )
-                record["history"] = {
-                    "train_loss": result.train_loss,
-                    "valid_slate_acc": result.valid_slate_acc,
-                }
-                timings["train_samples_per_s"] = timing_summary(result.block_rates)
-                x.update(
-                    train_samples_per_s=timings["train_samples_per_s"]["median"],
-                    train_steady_seconds=result.steady_seconds,
-                    train_warmup_seconds=result.warmup_seconds,
-                )
-                if phase is not None:
-                    x.update(measure.phase_memory_mib(phase, "train", baseline))
-                    memory_method = phase.method
-            x.update(measure.peak_memory_mib(device, "train"))
-            scores = score_split(runnable, workload.test, cell.workload.batch_size)
-            metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
-            record["metrics"] = metrics
-            record["per_slate"] = {"slate_hits": pack_bits(hits)}
-            del scores
-            measure.reset_peak_memory(device)
-            serving_batch = workload.test[: cell.workload.batch_size].inputs
+    counters_before = read_counters()
+    try:
+        torch.manual_seed(cell.seed)
+        workload: Workload = load_workload(cell.workload, cell.seed, device)
+        record["data"] = workload.describe()
+        if baseline is not None:
+            x["cpu_rss_baseline_mib"] = baseline
+            x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
+        spec = get_spec(cell.model)
+        extra = {}
+        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+            value_model = getattr(workload, "value_model", None)
+            if value_model is None:
+                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
+            extra["utility_fn"] = value_model.score
+        model = build_model(
+            cell.model,
+            user_dim=workload.test.inputs.user.shape[1],
+            item_dim=workload.test.inputs.items.shape[2],
+            **cell.model_kwargs,
+            **extra,
+        )
+        # Same dropout for every model, plugins included, applied right after construction.
+        record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
+        model = model.to(device)
+        runnable = prepare(model, cell.precision, cell.compile)
+        x["parameters"] = measure.parameter_count(model)
+        measure.reset_peak_memory(device)
+        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
+        trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
+        if trainable:
             with _cpu_phase(on_cpu) as phase:
-                throughput = measure.inference_throughput_samples(runnable, serving_batch, cell.measure)
-                latency = measure.latency_samples_ms(runnable, workload.test.inputs, cell.measure)
-            timings["infer_samples_per_s"] = timing_summary(throughput)
-            timings["latency_b1_ms"] = timing_summary(latency)
-            x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
-            x.update(measure.latency_percentiles_ms(timings["latency_b1_ms"]["samples"]))
+                result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
+            record["history"] = {
+                "train_loss": result.train_loss,
+                "valid_slate_acc": result.valid_slate_acc,
+            }
+            timings["train_samples_per_s"] = timing_summary(result.block_rates)
+            x.update(
+                train_samples_per_s=timings["train_samples_per_s"]["median"],
+                train_steady_seconds=result.steady_seconds,
+                train_warmup_seconds=result.warmup_seconds,
+            )
             if phase is not None:
-                x.update(measure.phase_memory_mib(phase, "infer", baseline))
+                x.update(measure.phase_memory_mib(phase, "train", baseline))
                 memory_method = phase.method
-            x.update(measure.peak_memory_mib(device, "infer"))
-            x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
-        except Exception as error:  # a failed cell is a result, not a crash of the run
-            record["status"] = _status_of(error)
-            record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
-    record["conditions"] = {**conditions.result, "cpu_memory_method": memory_method}
+        x.update(measure.peak_memory_mib(device, "train"))
+        scores = score_split(runnable, workload.test, cell.workload.batch_size)
+        metrics, hits = evaluate(scores, workload.test, synthetic=workload.source == "synthetic")
+        record["metrics"] = metrics
+        record["per_slate"] = {"slate_hits": pack_bits(hits)}
+        del scores
+        measure.reset_peak_memory(device)
+        serving_batch = workload.test[: cell.workload.batch_size].inputs
+        with _cpu_phase(on_cpu) as phase:
+            throughput = measure.inference_throughput_samples(runnable, serving_batch, cell.measure)
+            latency = measure.latency_samples_ms(runnable, workload.test.inputs, cell.measure)
+        timings["infer_samples_per_s"] = timing_summary(throughput)
+        timings["latency_b1_ms"] = timing_summary(latency)
+        x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
+        x.update(measure.latency_percentiles_ms(timings["latency_b1_ms"]["samples"]))
+        if phase is not None:
+            x.update(measure.phase_memory_mib(phase, "infer", baseline))
+            memory_method = phase.method
+        x.update(measure.peak_memory_mib(device, "infer"))
+        x.update(flop_measurements(model, workload.test[: cell.workload.batch_size], cell, record, trainable))
+    except Exception as error:  # a failed cell is a result, not a crash of the run
+        record["status"] = _status_of(error)
+        record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    conditions = contention(counters_before, read_counters(), torch.get_num_threads())
+    record["conditions"] = {**conditions, "cpu_memory_method": memory_method}
     if on_cpu:
         x["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
     x["wall_seconds"] = time.perf_counter() - wall_start

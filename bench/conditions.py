@@ -105,21 +105,6 @@ def contention(before: CpuCounters, after: CpuCounters, cell_threads: int) -> di
     return out
 
 
-class CellConditions:
-    """``with CellConditions(threads) as conditions: ...`` then ``conditions.result``."""
-
-    def __init__(self, cell_threads: int) -> None:
-        self.cell_threads = cell_threads
-        self.result: dict[str, Any] = {}
-
-    def __enter__(self) -> CellConditions:
-        self._before = read_counters()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.result = contention(self._before, read_counters(), self.cell_threads)
-
-
 def usable_cores() -> int:
     """CPUs this process may run on (its affinity), else the machine's count."""
     try:

@@ -27,9 +27,7 @@ class Slowable(nn.Module):
         super().__init__()
         self.slow = os.environ.get(SLOW_ENV) == "1" if slow is None else slow
         self.embed = nn.Linear(user_dim + item_dim, d_model)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU()) for _ in range(HIDDEN_BLOCKS)
-        )
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU()) for _ in range(HIDDEN_BLOCKS))
         self.out = nn.Linear(d_model, 1)
 
     def forward(self, batch) -> torch.Tensor:
