@@ -44,3 +44,11 @@ def benchmarks(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", f"--benchmark-json={out}")
     with open("results/reference/benchmarks.md", "w") as handle:
         session.run("python", "benchmarks/summarize.py", out, stdout=handle)
+
+
+@nox.session
+def stability(session: nox.Session) -> None:
+    """Run-to-run CV of the speed figures (default profile, transformer + mlp, 5 runs) and the machine's
+    noise floor; writes results/reference/stability.md. Meant for a quiet machine."""
+    install(session)
+    session.run("python", "benchmarks/stability.py", *session.posargs)

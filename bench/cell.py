@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import torch
 
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
+from bench.conditions import contention, read_counters
 from bench.config import CellConfig
 from bench.data import SlateData, Workload
 from bench.flops import count_flops, peak_flops
@@ -28,9 +30,11 @@ from bench.metrics import (
     utility_gains,
 )
 from bench.records import environment, json_safe, new_record, pack_bits
+from bench.stats import timing_summary
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
 from rerankers import build_model, get_spec
+from rerankers.dropout import cpu_dropout_kernel, use_cpu_dropout
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 
@@ -109,19 +113,33 @@ def _status_of(error: BaseException) -> str:
     return "failed"
 
 
+def _cpu_phase(on_cpu: bool) -> contextlib.AbstractContextManager:
+    return measure.CpuPhasePeak() if on_cpu else contextlib.nullcontext()
+
+
 def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """Run one cell and return its record; errors become a record with a failure status."""
     wall_start = time.perf_counter()
     device = torch.device(cell.device)
+    on_cpu = device.type == "cpu"
     if cell.threads:
         torch.set_num_threads(cell.threads)
     record = new_record(cell)
     set_matmul_precision(cell.precision)
     record["environment"] = environment(device, cell.precision, cell.compile)
+    record["environment"].update(cpu_dropout=cell.cpu_dropout, cpu_dropout_kernel=cpu_dropout_kernel(cell.cpu_dropout))
+    x, timings = record["measurements"], record["timings"]
+    # The process's memory before any data or model: the interpreter, torch and the harness.
+    baseline = measure.cpu_rss_mib() if on_cpu else None
+    memory_method = None
+    counters_before = read_counters()
     try:
         torch.manual_seed(cell.seed)
         workload: Workload = load_workload(cell.workload, cell.seed, device)
         record["data"] = workload.describe()
+        if baseline is not None:
+            x["cpu_rss_baseline_mib"] = baseline
+            x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
         spec = get_spec(cell.model)
         record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
         extra = {}
@@ -136,42 +154,60 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             item_dim=workload.test.inputs.items.shape[2],
             **cell.model_kwargs,
             **extra,
-        ).to(device)
+        )
+        # Same dropout for every model, plugins included, applied right after construction.
+        record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
+        model = model.to(device)
         runnable = prepare(model, cell.precision, cell.compile)
-        record["measurements"]["parameters"] = measure.parameter_count(model)
+        x["parameters"] = measure.parameter_count(model)
         measure.reset_peak_memory(device)
         # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
         trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
         if trainable:
-            result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
+            with _cpu_phase(on_cpu) as phase:
+                result = train(runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, on_epoch)
             record["history"] = {
                 "train_loss": result.train_loss,
                 "valid_slate_acc": result.valid_slate_acc,
                 "selected_epoch": result.selected_epoch,
             }
-            record["measurements"].update(
-                train_samples_per_s=result.samples_per_second,
+            timings["train_samples_per_s"] = timing_summary(result.block_rates)
+            x.update(
+                train_samples_per_s=timings["train_samples_per_s"]["median"],
                 train_steady_seconds=result.steady_seconds,
                 train_warmup_seconds=result.warmup_seconds,
             )
-        record["measurements"].update(measure.peak_memory_mib(device, "train"))
+            if phase is not None:
+                x.update(measure.phase_memory_mib(phase, "train", baseline))
+                memory_method = phase.method
+        x.update(measure.peak_memory_mib(device, "train"))
         evaluated = workload.valid if cell.eval_split == "valid" else workload.test
         scores = score_split(runnable, evaluated, cell.workload.batch_size)
         metrics, hits = evaluate(scores, evaluated, synthetic=workload.source == "synthetic")
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
+        del scores
         measure.reset_peak_memory(device)
         serving_batch = evaluated[: cell.workload.batch_size].inputs
-        x = record["measurements"]
-        x["infer_samples_per_s"] = measure.inference_throughput(runnable, serving_batch, cell.measure)
-        x.update(measure.single_request_latency_ms(runnable, evaluated.inputs, cell.measure))
+        with _cpu_phase(on_cpu) as phase:
+            throughput = measure.inference_throughput_samples(runnable, serving_batch, cell.measure)
+            latency = measure.latency_samples_ms(runnable, evaluated.inputs, cell.measure)
+        timings["infer_samples_per_s"] = timing_summary(throughput)
+        timings["latency_b1_ms"] = timing_summary(latency)
+        x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
+        x.update(measure.latency_percentiles_ms(timings["latency_b1_ms"]["samples"]))
+        if phase is not None:
+            x.update(measure.phase_memory_mib(phase, "infer", baseline))
+            memory_method = phase.method
         x.update(measure.peak_memory_mib(device, "infer"))
         x.update(flop_measurements(model, evaluated[: cell.workload.batch_size], cell, record, trainable))
     except Exception as error:  # a failed cell is a result, not a crash of the run
         record["status"] = _status_of(error)
         record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
-    if device.type == "cpu":
-        record["measurements"]["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
-    record["measurements"]["wall_seconds"] = time.perf_counter() - wall_start
+    conditions = contention(counters_before, read_counters(), torch.get_num_threads())
+    record["conditions"] = {**conditions, "cpu_memory_method": memory_method}
+    if on_cpu:
+        x["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
+    x["wall_seconds"] = time.perf_counter() - wall_start
     record["finished_at"] = datetime.now(UTC).isoformat()
     return json_safe(record)

@@ -13,6 +13,7 @@ from bench.errors import ConfigError
 from rerankers.registry import did_you_mean
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+DATA_DEVICE = "cpu"  # where synthetic data is drawn, whatever the cell's device
 DEVICES = ("auto", "cpu", "cuda")
 EXECUTORS = ("inline", "process", "ray")
 
@@ -126,6 +127,11 @@ class CellConfig:
     # The split the metrics are computed on: "test", or "valid" for a tuning trial (bench tune), which must
     # never see the test split. Not a user option.
     eval_split: str = "test"
+    cpu_dropout: str = option(
+        "torch",
+        "Dropout every model trains with on CPU: torch (stock PyTorch) | bulk (rerankers/dropout.py)  [torch]",
+        MEASUREMENT,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,9 +165,14 @@ class CellConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def data_key(self) -> str:
-        """Identity of the data the cell sees; cells sharing it can be compared pairwise."""
+        """Identity of the data the cell sees; cells sharing it can be compared pairwise.
+
+        The data is drawn on the CPU whatever device the cell runs on (bench/data.py), so "device" is
+        the device it was drawn on, always "cpu": CPU records keep their data keys and a GPU cell
+        shares its data key with the CPU cell of the same workload and seed.
+        """
         canonical = json.dumps(
-            {"workload": asdict(self.workload), "seed": self.seed, "device": self.device},
+            {"workload": asdict(self.workload), "seed": self.seed, "device": DATA_DEVICE},
             sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -243,6 +254,7 @@ NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("compile",): False,
     ("eval_split",): "test",
     ("train", "select"): "last",
+    ("cpu_dropout",): "torch",
     ("workload", "slate_min"): None,
     ("workload", "initial_noise"): None,
     ("workload", "click_model"): "best",
@@ -312,6 +324,9 @@ def validate(cell: CellConfig) -> None:
         raise ConfigError("precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
     _choice("selection rule", t.select, SELECTIONS)
     _choice("evaluation split", cell.eval_split, EVAL_SPLITS)
+    from rerankers.dropout import CPU_DROPOUTS  # torch, which the CLI loads only once the input is checked
+
+    _choice("cpu dropout", cell.cpu_dropout, CPU_DROPOUTS)
     if cell.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cell.threads}")
     for name, value in cell.model_kwargs.items():

@@ -1,4 +1,4 @@
-"""Synthetic workloads, generated vectorised on the target device.
+"""Synthetic workloads, generated vectorised on the CPU from seeded generators, then moved to the device once.
 
 World (the founding experiment's): a frozen hidden value model maps the user's features
 and the candidate list's per-feature mean, std and max to per-user coefficients; a
@@ -13,17 +13,19 @@ What the user sees and does is set by the workload knobs (docs/workloads.md):
 - the labels the model trains and is evaluated on: the clicks, or graded relevance
   derived from utility quantiles.
 
-With every knob at its default the data is bit-identical to the founding generator's.
+With every knob at its default the data is bit-identical to the founding generator's. Drawn on the
+CPU, a seed's data is the same bits whatever device the cell runs on, so CPU and GPU cells pair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields
 
 import torch
 
-from bench.config import CLICK_MODELS, WorkloadConfig
+from bench.config import CLICK_MODELS, DATA_DEVICE, WorkloadConfig
 from rerankers import SlateBatch
 
 SPLITS = ("train", "valid", "test")
@@ -107,6 +109,9 @@ class HiddenValueModel:
         weight = (torch.rand(fan_out, fan_in, generator=generator, device=device) * 2 - 1) * w_bound
         bias = (torch.rand(fan_out, generator=generator, device=device) * 2 - 1) * b_bound
         return cls(weight, bias)
+
+    def to(self, device: torch.device | str) -> HiddenValueModel:
+        return HiddenValueModel(self.weight.to(device), self.bias.to(device))
 
     def utility(self, user: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[N, S] true utility of every candidate; the summaries cover real candidates only."""
@@ -284,6 +289,17 @@ class Workload:
     source: str = "synthetic"
     info: dict | None = None  # what was loaded (files, fitted initial ranker); recorded with the results
 
+    def to(self, device: torch.device | str) -> Workload:
+        """The same data on ``device`` (one copy per tensor)."""
+        return Workload(
+            train=self.train.to(device),
+            valid=self.valid.to(device),
+            test=self.test.to(device),
+            value_model=self.value_model.to(device) if self.value_model is not None else None,
+            source=self.source,
+            info=self.info,
+        )
+
     def describe(self) -> dict:
         """Sizes of what the cell actually used (goes into the record's ``data``)."""
         test = self.test
@@ -304,8 +320,13 @@ class Workload:
 
 @torch.no_grad()
 def generate(config: WorkloadConfig, seed: int, device: torch.device | str = "cpu") -> Workload:
-    """All three splits, fully determined by ``config``, ``seed`` and the device type."""
-    g = torch.Generator(device=device).manual_seed(seed)
+    """All three splits, fully determined by ``config`` and ``seed``: drawn on the CPU, then moved to
+    ``device`` once, so the data is bit-identical on every device."""
+    return _generate_on_cpu(config, seed).to(device)
+
+
+def _generate_on_cpu(config: WorkloadConfig, seed: int) -> Workload:
+    g = torch.Generator(device=DATA_DEVICE).manual_seed(seed)
     value_model = HiddenValueModel.create(config.user_dim, config.item_dim, g)
     thresholds = grade_thresholds(config, value_model, seed) if needs_grades(config) else None
     sizes = {
@@ -315,3 +336,17 @@ def generate(config: WorkloadConfig, seed: int, device: torch.device | str = "cp
     }
     splits = {s: generate_split(config, value_model, n, seed, s, thresholds) for s, n in sizes.items()}
     return Workload(value_model=value_model, **splits)
+
+
+def digest(workload: Workload) -> str:
+    """SHA-256 of every tensor of a workload, brought to the CPU: equal digests, bit-identical data."""
+    hasher = hashlib.sha256()
+    splits = [workload.train, workload.valid, workload.test]
+    tensors = [getattr(split, f.name) for split in splits for f in fields(split) if f.name != "inputs"]
+    tensors += [getattr(split.inputs, f.name) for split in splits for f in fields(split.inputs)]
+    if workload.value_model is not None:
+        tensors += [workload.value_model.weight, workload.value_model.bias]
+    for tensor in tensors:
+        hasher.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        hasher.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()

@@ -1,12 +1,13 @@
-"""Speed and memory measurement: warm-up first, medians and percentiles, synchronised blocks."""
+"""Speed and memory measurement: warm-up first, synchronised timing blocks kept as samples, memory per phase."""
 
 from __future__ import annotations
 
 import resource
-import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,8 +36,8 @@ def _timed_block(fn: Callable[[], object], iterations: int, device: torch.device
 
 
 @torch.inference_mode()
-def inference_throughput(model: nn.Module, batch: SlateBatch, config: MeasureConfig) -> float:
-    """Median samples/s of eval-mode forward passes at ``batch``'s size.
+def inference_throughput_samples(model: nn.Module, batch: SlateBatch, config: MeasureConfig) -> list[float]:
+    """Samples/s of ``config.throughput_blocks`` timed blocks of eval-mode forward passes at ``batch``'s size.
 
     Each block runs enough calls to last ``min_block_seconds`` and is timed with one
     synchronisation around it, not one per call.
@@ -47,15 +48,14 @@ def inference_throughput(model: nn.Module, batch: SlateBatch, config: MeasureCon
     iterations = 1
     while _timed_block(forward, iterations, device) < config.min_block_seconds and iterations < 4096:
         iterations *= 2  # also serves as warm-up
-    rates = [
-        len(batch) * iterations / _timed_block(forward, iterations, device) for _ in range(config.throughput_blocks)
-    ]
-    return statistics.median(rates)
+    blocks = range(config.throughput_blocks)
+    return [len(batch) * iterations / _timed_block(forward, iterations, device) for _ in blocks]
 
 
 @torch.inference_mode()
-def single_request_latency_ms(model: nn.Module, requests: SlateBatch, config: MeasureConfig) -> dict[str, float]:
-    """p50/p95/p99 of one eval-mode forward pass at batch size 1 (an online request)."""
+def latency_samples_ms(model: nn.Module, requests: SlateBatch, config: MeasureConfig) -> list[float]:
+    """Milliseconds of ``config.latency_requests`` eval-mode forward passes at batch size 1 (online
+    requests), each synchronised, after a warm-up of up to 10 requests."""
     device = requests.items.device
     model.eval()
     count = config.latency_requests
@@ -65,11 +65,12 @@ def single_request_latency_ms(model: nn.Module, requests: SlateBatch, config: Me
     for i in range(count):
         one = requests[i % len(requests) : i % len(requests) + 1]
         samples.append(_timed_block(lambda one=one: model(one), 1, device) * 1000)
-    return {
-        "latency_b1_p50_ms": percentile(samples, 50),
-        "latency_b1_p95_ms": percentile(samples, 95),
-        "latency_b1_p99_ms": percentile(samples, 99),
-    }
+    return samples
+
+
+def latency_percentiles_ms(samples: list[float]) -> dict[str, float]:
+    """p50/p95/p99 of batch-1 latency samples."""
+    return {f"latency_b1_p{q}_ms": percentile(samples, q) for q in (50, 95, 99)}
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -89,9 +90,101 @@ def peak_memory_mib(device: torch.device, phase: str) -> dict[str, float]:
 
 
 def cpu_peak_rss_mib() -> float:
-    """The process's peak resident set size; per cell only when each cell has its own process."""
+    """The process's peak resident set size over its life (resets of the kernel's mark included)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / (1024 * 1024)
+    return max(peak / 1024 if sys.platform != "darwin" else peak / (1024 * 1024), _peak_before_resets_mib)
+
+
+MIB = 1024 * 1024
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+SAMPLE_INTERVAL_S = 0.001  # the fallback sampler's period
+_peak_before_resets_mib = 0.0  # the highest peak-RSS mark seen before a reset
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_rss_mib() -> float | None:
+    """The process's resident set size now (Linux; None elsewhere)."""
+    kib = _status_kib("VmRSS")
+    return kib / 1024 if kib is not None else None
+
+
+def reset_rss_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS: writing 5 to /proc/self/clear_refs
+    (Linux >= 4.0). False where that is not possible (other systems, some sandboxes).
+
+    The reset also resets getrusage's ru_maxrss, so the mark is kept first for ``cpu_peak_rss_mib``.
+    """
+    global _peak_before_resets_mib
+    before = _status_kib("VmHWM")
+    if before is None:
+        return False
+    _peak_before_resets_mib = max(_peak_before_resets_mib, before / 1024)
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class CpuPhasePeak:
+    """Peak RSS of one phase (``with CpuPhasePeak() as phase: ...; phase.peak_mib``).
+
+    Exact where the kernel's peak mark can be reset (Linux): the mark is reset on entry and read on
+    exit, so the peak is the kernel's own, page for page. Elsewhere RSS is sampled every millisecond
+    by a thread, as optimum-benchmark's memory tracker samples it from a process: a peak shorter than
+    the period can be missed, and the sampler takes the GIL now and then. ``method`` says which ran.
+    """
+
+    def __init__(self, force_sampling: bool = False) -> None:
+        self.force_sampling = force_sampling
+        self.method: str | None = None
+        self.peak_mib: float | None = None
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._sampled_peak = 0.0
+
+    def __enter__(self) -> CpuPhasePeak:
+        if not self.force_sampling and reset_rss_peak():
+            self.method = "hwm-reset"
+        elif cpu_rss_mib() is not None:
+            self.method = "sampled"
+            self._sampled_peak = cpu_rss_mib() or 0.0
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            self._sampled_peak = max(self._sampled_peak, cpu_rss_mib() or 0.0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.method == "hwm-reset":
+            kib = _status_kib("VmHWM")
+            self.peak_mib = kib / 1024 if kib is not None else None
+        elif self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            self.peak_mib = max(self._sampled_peak, cpu_rss_mib() or 0.0)
+
+
+def phase_memory_mib(phase: CpuPhasePeak, name: str, baseline_mib: float | None) -> dict[str, float]:
+    """A phase's absolute peak RSS and its increase over the process's baseline (memory after imports)."""
+    if phase.peak_mib is None:
+        return {}
+    out = {f"cpu_peak_rss_{name}_mib": phase.peak_mib}
+    if baseline_mib is not None:
+        out[f"cpu_net_peak_rss_{name}_mib"] = phase.peak_mib - baseline_mib
+    return out
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -21,7 +21,7 @@ import torch
 
 from bench.config import CellConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: timings, conditions, per-phase memory and the cpu dropout (README, Record schema)
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "pruned")  # pruned: a tuning trial stopped early
 RECORDS_FILE = "records.jsonl"
 
@@ -143,6 +143,8 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
         "per_slate": {},
         "data": {},
         "environment": {},
+        "timings": {},
+        "conditions": {},
         "started_at": datetime.now(UTC).isoformat(),
         "finished_at": None,
     }

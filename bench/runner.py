@@ -7,12 +7,14 @@ flight, and re-running skips what is recorded.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.conditions import oversubscription, usable_cores
 from bench.config import CellConfig, RunConfig
 from bench.executor import Executor, InlineExecutor, OnProgress, ProcessExecutor
 from bench.records import RECORDS_FILE, append_record, load_records
@@ -55,6 +57,10 @@ def run_cells(
     summary = RunSummary(skipped=len(cells) - len(todo))
     # Fields every record of this call carries besides its cell's own (bench tune adds its `tuning` role).
     extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}, **(tags or {})}
+    if todo:
+        crowded = _oversubscription(todo, run)
+        if crowded:
+            warnings.warn(f"the run oversubscribes the CPU: {crowded}", stacklevel=2)
 
     def on_record(cell: CellConfig, record: dict[str, Any]) -> None:
         record.update(extra)
@@ -65,6 +71,19 @@ def run_cells(
 
     make_executor(run).run(todo, on_record, on_progress)
     return summary
+
+
+def _oversubscription(cells: list[CellConfig], run: RunConfig) -> str | None:
+    """Why the cells would fight for the cores (None when they would not). Inline and process executors run
+    one cell at a time; a local Ray cluster runs as many as its CPUs hold, each asking for its torch threads.
+    A remote cluster's nodes are not known here."""
+    threads = max(cell.threads for cell in cells)
+    if run.executor != "ray":
+        return oversubscription(threads, concurrent_cells=1)
+    if run.ray_address is not None:
+        return None
+    concurrent = max(1, min(len(cells), (run.ray_cpus or usable_cores()) // max(threads, 1)))
+    return oversubscription(threads, concurrent_cells=concurrent)
 
 
 def _command_line() -> str | None:

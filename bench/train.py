@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from bench.data import SlateData
 from bench.losses import get_loss
 from bench.metrics import judged, slate_hits
 
+TIMING_BLOCKS = 20  # steady-state training is timed in about this many blocks
 EpochCallback = Callable[[int, float, float], None]  # epoch (1-based), train loss, valid slate_acc
 
 
@@ -30,10 +33,12 @@ class TrainResult:
     steady_samples: int = 0
     steady_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    block_rates: list[float] = field(default_factory=list)  # samples/s of each timed block of steady steps
 
     @property
     def samples_per_second(self) -> float:
-        return self.steady_samples / self.steady_seconds if self.steady_seconds > 0 else math.nan
+        """Median samples/s over the timed blocks."""
+        return statistics.median(self.block_rates) if self.block_rates else math.nan
 
 
 def synchronize(device: torch.device) -> None:
@@ -89,7 +94,15 @@ def train(
     config: TrainConfig,
     batch_size: int,
     on_epoch: EpochCallback | None = None,
+    timing_blocks: int = TIMING_BLOCKS,
 ) -> TrainResult:
+    """Train for ``config.epochs`` epochs, timing the steady-state steps in blocks.
+
+    The first ``warmup_steps`` steps of epoch 0 are warm-up (timed apart). The remaining steps of each
+    epoch are cut into blocks of about equal length, about ``timing_blocks`` blocks over the whole
+    training, each timed with one synchronisation at its end; the per-epoch validation lies between
+    blocks, outside every one of them. Timing changes nothing that is computed.
+    """
     device = next(model.parameters()).device
     loss_fn = get_loss(config.loss)
     optimizer = make_optimizer(model, config)
@@ -97,20 +110,31 @@ def train(
     batches = list(train_data.batches(batch_size))
     warmup = min(config.warmup_steps, len(batches) - 1)
     best_acc, best_state = -math.inf, None
+    steady_steps = config.epochs * len(batches) - warmup
+    steps_per_block = max(1, steady_steps // timing_blocks)
     model.train()
     for epoch in range(config.epochs):
         loss_sum = torch.zeros((), device=device)
-        start = time.perf_counter()
-        steady_start = start
-        for step, batch in enumerate(batches):
-            if epoch == 0 and step == warmup:
-                synchronize(device)
-                steady_start = time.perf_counter()
-                result.warmup_seconds = steady_start - start
-            loss_sum += train_step(model, batch, optimizer, loss_fn)
-        epoch_loss = (loss_sum / len(batches)).item()  # the one host sync of the epoch
-        result.steady_seconds += time.perf_counter() - steady_start
-        result.steady_samples += sum(len(b) for i, b in enumerate(batches) if epoch > 0 or i >= warmup)
+        first = warmup if epoch == 0 else 0
+        if first:
+            start = time.perf_counter()
+            for batch in batches[:first]:
+                loss_sum += train_step(model, batch, optimizer, loss_fn)
+            synchronize(device)
+            result.warmup_seconds = time.perf_counter() - start
+        steps = np.arange(first, len(batches))
+        synchronize(device)
+        for block in np.array_split(steps, max(1, round(len(steps) / steps_per_block))):
+            start = time.perf_counter()
+            for step in block:
+                loss_sum += train_step(model, batches[step], optimizer, loss_fn)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            samples = sum(len(batches[step]) for step in block)
+            result.steady_seconds += seconds
+            result.steady_samples += samples
+            result.block_rates.append(samples / seconds)
+        epoch_loss = (loss_sum / len(batches)).item()  # the one host read of the epoch
         if not math.isfinite(epoch_loss):
             raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
         valid_acc = valid_slate_acc(model, valid_data, batch_size)

@@ -67,10 +67,30 @@ def _cpu_vendor() -> str:
     return platform.processor()
 
 
-def with_fast_dropout(module: nn.Module) -> nn.Module:
-    """Swaps every plain ``nn.Dropout`` inside ``module`` for ``Dropout`` with the same p."""
+CPU_DROPOUTS = ("torch", "bulk")  # torch: nn.Dropout as stock PyTorch has it; bulk: ``Dropout`` above
+
+
+def use_cpu_dropout(module: nn.Module, kind: str) -> int:
+    """Make every dropout module inside ``module`` the ``kind`` implementation, with its p kept.
+
+    The harness calls it on every model it builds (plugins included), so that all models train with
+    the same dropout; a model never chooses. Returns how many dropout modules the model has.
+    Dropout called as a function (``F.dropout``, attention-weight dropout inside
+    ``nn.MultiheadAttention``) is not a module and stays torch's.
+    """
+    if kind not in CPU_DROPOUTS:
+        raise ValueError(f"unknown CPU dropout {kind!r} (known: {', '.join(CPU_DROPOUTS)})")
+    wanted = Dropout if kind == "bulk" else nn.Dropout
+    count = 0
     for parent in module.modules():
         for name, child in parent.named_children():
-            if type(child) is nn.Dropout:
-                setattr(parent, name, Dropout(child.p))
-    return module
+            if type(child) in (nn.Dropout, Dropout):
+                count += 1
+                if type(child) is not wanted:
+                    setattr(parent, name, wanted(child.p, child.inplace))
+    return count
+
+
+def cpu_dropout_kernel(kind: str) -> str:
+    """What actually draws fp32 CPU training masks under the setting ``kind`` on this machine."""
+    return "bulk-bits" if kind == "bulk" and torch_bernoulli_is_serial() else "torch"

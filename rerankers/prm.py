@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding
-from rerankers.dropout import with_fast_dropout
 from rerankers.registry import register
 
 
@@ -71,7 +70,6 @@ class PRM(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.output = nn.Linear(d_model, 1)
-        with_fast_dropout(self)
 
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         length = batch.items.shape[1]

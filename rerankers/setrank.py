@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding, user_item_features
-from rerankers.dropout import with_fast_dropout
 from rerankers.registry import register
 
 
@@ -99,7 +98,6 @@ class SetRank(nn.Module):
             InducedSetAttentionBlock(d_model, nhead, dim_feedforward, inducing, dropout) for _ in range(num_blocks)
         )
         self.score = nn.Linear(d_model, 1)
-        with_fast_dropout(self)
 
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         hidden = self.embed(user_item_features(batch))

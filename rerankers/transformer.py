@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding, user_item_features
-from rerankers.dropout import with_fast_dropout
 from rerankers.registry import register
 
 
@@ -43,7 +42,6 @@ class TransformerReranker(nn.Module):
         # eval-time output layout differ from training's.
         self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self.score = nn.Sequential(nn.ReLU(), nn.Linear(d_model, 1))
-        with_fast_dropout(self)
 
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         hidden = self.embed(user_item_features(batch))

@@ -144,7 +144,7 @@ def test_torn_last_line_is_reported_and_skipped(smoke_run, tmp_path):
     (copy / "records.jsonl").write_text(text + text.splitlines()[0][:50])
     with pytest.warns(UserWarning, match="incomplete record"):
         assert len(load_records(copy / "records.jsonl")) == 2
-    assert json.loads(text.splitlines()[0])["schema"] == 1
+    assert json.loads(text.splitlines()[0])["schema"] == 2
 
 
 def test_console_usage_errors_are_one_line(tmp_path):

@@ -1,14 +1,17 @@
 """The CPU dropout built from random bits: same distribution and scaling as nn.Dropout."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 import rerankers
+from bench.cell import run_cell
+from bench.config import CellConfig, ConfigError, validate
 from rerankers import dropout as dropout_module
-from rerankers.dropout import LANES, Dropout, lane_drop_count, with_fast_dropout
+from rerankers.dropout import LANES, Dropout, lane_drop_count, torch_bernoulli_is_serial, use_cpu_dropout
 
 
 @pytest.fixture(autouse=True)
@@ -99,14 +102,82 @@ def test_other_dtypes_use_torch_dropout():
     assert set(out.unique().tolist()) <= {0.0, torch.tensor(1 / 0.9, dtype=torch.bfloat16).item()}
 
 
-@pytest.mark.parametrize("name", ["transformer", "prm", "setrank"])
-def test_models_with_dropout_use_it(name):
-    model = rerankers.build_model(name, user_dim=4, item_dim=3, d_model=16, dim_feedforward=32, dropout=0.2)
-    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    assert dropouts and all(type(m) is Dropout and m.p == 0.2 for m in dropouts)
+@pytest.mark.parametrize("name", rerankers.model_names())
+def test_models_do_not_choose_their_dropout(name):
+    spec = rerankers.get_spec(name)
+    if spec.needs_utility:
+        return  # the oracle has no module to inspect without a world
+    model = rerankers.build_model(name, user_dim=4, item_dim=3)
+    assert not any(type(m) is Dropout for m in model.modules())
 
 
-def test_swap_keeps_p_and_leaves_other_modules():
-    net = with_fast_dropout(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.25)), nn.ReLU()))
-    assert type(net[1][0]) is Dropout and net[1][0].p == 0.25
+def test_the_setting_swaps_every_dropout_module_both_ways():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Dropout(0.25)), nn.ReLU(), Dropout(0.5))
+    assert use_cpu_dropout(net, "bulk") == 2
+    assert type(net[1][0]) is Dropout and net[1][0].p == 0.25 and type(net[3]) is Dropout
     assert type(net[0]) is nn.Linear and type(net[2]) is nn.ReLU
+    assert use_cpu_dropout(net, "torch") == 2
+    assert type(net[1][0]) is nn.Dropout and type(net[3]) is nn.Dropout and net[3].p == 0.5
+    with pytest.raises(ValueError, match="unknown CPU dropout"):
+        use_cpu_dropout(net, "fast")
+
+
+SEEN_DROPOUT_TYPES: list[type] = []
+
+
+@pytest.fixture
+def dropout_plugin():
+    """A model registered the way a plugin registers, which reports the dropout it trains with."""
+
+    @rerankers.register("test-dropout-probe")
+    class Probe(nn.Module):
+        def __init__(self, user_dim, item_dim):
+            super().__init__()
+            self.linear = nn.Linear(item_dim, 1)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, batch):
+            if self.training:
+                SEEN_DROPOUT_TYPES.append(type(self.drop))
+            return rerankers.mask_padding(self.linear(self.drop(batch.items)).squeeze(-1), batch.mask)
+
+    SEEN_DROPOUT_TYPES.clear()
+    yield
+    rerankers.unregister("test-dropout-probe")
+
+
+@pytest.mark.parametrize("setting, used", [("torch", nn.Dropout), ("bulk", Dropout)])
+def test_a_cell_trains_every_model_with_the_setting_and_records_it(smoke_cell, dropout_plugin, setting, used):
+    record = run_cell(smoke_cell("test-dropout-probe", cpu_dropout=setting, model_kwargs={}))
+    assert record["status"] == "ok", record["error"]
+    assert SEEN_DROPOUT_TYPES and set(SEEN_DROPOUT_TYPES) == {used}
+    env = record["environment"]
+    assert env["cpu_dropout"] == setting and env["dropout_modules"] == 1
+    assert env["cpu_dropout_kernel"] == ("bulk-bits" if setting == "bulk" and torch_bernoulli_is_serial() else "torch")
+
+
+def test_the_default_setting_keeps_earlier_keys():
+    cell = CellConfig(model="mlp")
+    assert cell.cpu_dropout == "torch"
+    assert cell.key() == "26b08de29cdd27b0"  # the key this cell had before the setting existed
+    assert replace(cell, cpu_dropout="bulk").key() != cell.key()
+    with pytest.raises(ConfigError, match="unknown cpu dropout 'fast'"):
+        validate(replace(cell, cpu_dropout="fast"))
+
+
+def test_the_cli_sets_the_cpu_dropout_of_every_cell(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, ["run", "--profile", "smoke", "--out", str(tmp_path), *args])
+
+    bad = invoke("--cpu-dropout", "fast")
+    assert bad.exit_code == 2 and "error: unknown cpu dropout 'fast'" in bad.stderr
+    default = invoke("--models", "mlp,transformer", "--dry-run")
+    bulk = invoke("--models", "mlp,transformer", "--cpu-dropout", "bulk", "--dry-run")
+    assert default.exit_code == bulk.exit_code == 0, bulk.output
+    keys = [line.split()[-2] for line in default.output.splitlines() if line.startswith(("mlp", "transformer"))]
+    bulk_keys = [line.split()[-2] for line in bulk.output.splitlines() if line.startswith(("mlp", "transformer"))]
+    assert len(keys) == len(bulk_keys) == 2 and not set(keys) & set(bulk_keys)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,3 +26,9 @@ def test_gpu_check_script_lists_its_cells(tmp_path):
         assert f"{cells} cells: {cells} to run, 0 already recorded in {out / run_id}" in done.stdout
     assert "--precision bf16" in done.stdout and "8192" in done.stdout
     assert (out / "device.txt").read_text().count(" s wall ") == 3
+    identity = (out / "data_identity.txt").read_text().splitlines()
+    if torch.cuda.is_available():
+        assert len(identity) == 6 and all(line.endswith(" identical") for line in identity)
+    else:
+        assert [line.split(":")[0] for line in identity] == ["smoke seed 0", "smoke seed 1"]
+        assert all("no CUDA device" in line for line in identity)

@@ -1,0 +1,193 @@
+"""Speed and memory measurement: timing samples and their summaries, memory per phase, data placement.
+
+No test asserts a speed: the machine running the tests may be busy. They check what is measured and
+how it is summarised.
+"""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from bench import measure
+from bench.cell import run_cell
+from bench.config import PROFILES, TrainConfig, WorkloadConfig
+from bench.data import digest, generate
+from bench.stats import compact_samples, is_unstable, median_interval, pool_timings, timing_summary
+from bench.train import TIMING_BLOCKS, train
+from rerankers import build_model
+
+MIB = 1024 * 1024
+
+
+# --- the interval of a median ---------------------------------------------------------------------------------
+
+
+def test_median_interval_uses_order_statistics_with_at_least_95_percent_coverage():
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 5 samples cover 93.75% at best
+    low, high, coverage = median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    assert (low, high) == (1.0, 6.0) and coverage == pytest.approx(1 - 2 / 64)
+    # n = 20: P(K <= 5) = 0.0207 <= 0.025 < P(K <= 6), so the 6th smallest and the 6th largest.
+    low, high, coverage = median_interval([float(v) for v in range(20, 0, -1)])
+    assert (low, high) == (6.0, 15.0) and coverage == pytest.approx(0.9586, abs=1e-4)
+
+
+def test_median_interval_covers_the_true_median_of_a_skewed_distribution():
+    rng = np.random.default_rng(0)
+    true_median = 1.0  # of a log-normal with mu = 0
+    covered = 0
+    trials = 2000
+    for _ in range(trials):
+        low, high, _ = median_interval(list(rng.lognormal(0.0, 0.5, size=12)))
+        covered += low <= true_median <= high
+    assert covered / trials >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / trials)
+
+
+def test_timing_summary_keeps_compact_samples_and_is_recomputable_from_them():
+    values = [1234.5678, 1250.0, 1199.991, 1301.2, 1240.4, 1222.2, 1260.0]
+    summary = timing_summary(values)
+    assert summary["samples"] == [1235.0, 1250.0, 1200.0, 1301.0, 1240.0, 1222.0, 1260.0]
+    assert summary["n"] == 7 and summary["median"] == 1240.0
+    assert (summary["min"], summary["max"]) == (1200.0, 1301.0)
+    assert summary["q1"] <= summary["median"] <= summary["q3"]
+    assert (summary["ci_low"], summary["ci_high"]) == (1200.0, 1301.0)
+    assert timing_summary(summary["samples"]) == summary
+    assert compact_samples([0.000123456, 98765.4]) == [0.0001235, 98770.0]
+
+
+def test_too_few_samples_have_no_interval_and_count_as_unstable():
+    summary = timing_summary([100.0, 101.0, 99.0])
+    assert summary["ci_low"] is None and summary["ci_high"] is None
+    assert is_unstable(summary)
+    assert timing_summary([]) == {"n": 0, "samples": []} and is_unstable(timing_summary([]))
+
+
+def test_unstable_means_an_interval_wider_than_5_percent_of_the_median():
+    steady = timing_summary([100.0 + 0.1 * i for i in range(-10, 11)])
+    assert not is_unstable(steady)
+    noisy = timing_summary([100.0 + 2.0 * i for i in range(-10, 11)])  # interval reaches ~ +-8
+    assert is_unstable(noisy)
+    assert not is_unstable(noisy, half_width=0.10)
+
+
+def test_pooling_summarises_the_samples_of_every_cell_once():
+    seed0 = timing_summary([10.0, 11.0, 12.0])
+    seed1 = timing_summary([13.0, 14.0, 15.0, 16.0])
+    pooled = pool_timings([seed0, seed1])
+    assert pooled["n"] == 7 and pooled["median"] == 13.0
+    assert (pooled["ci_low"], pooled["ci_high"]) == (10.0, 16.0)
+    assert pooled == timing_summary([10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0])
+
+
+# --- timed blocks of training ---------------------------------------------------------------------------------
+
+
+def _short_training(timing_blocks: int):
+    config = WorkloadConfig(batch_size=32, batches=11, valid_slates=64, test_slates=64)
+    data = generate(config, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", user_dim=7, item_dim=10, d_model=8)
+    return train(model, data.train, data.valid, TrainConfig(epochs=2, warmup_steps=3), 32, timing_blocks=timing_blocks)
+
+
+def test_training_is_timed_in_blocks_of_steady_steps_and_timing_changes_nothing():
+    blocked = _short_training(timing_blocks=TIMING_BLOCKS)
+    # 2 epochs x 11 steps - 3 warm-up steps = 19 steady steps; 19 // 20 = 1 step per block
+    assert len(blocked.block_rates) == 19 and blocked.steady_samples == 32 * 19
+    assert all(rate > 0 and math.isfinite(rate) for rate in blocked.block_rates)
+    assert blocked.samples_per_second == float(np.median(blocked.block_rates))
+    assert blocked.warmup_seconds > 0
+    one_block_per_epoch = _short_training(timing_blocks=2)
+    assert len(one_block_per_epoch.block_rates) == 2 and one_block_per_epoch.steady_samples == 32 * 19
+    assert one_block_per_epoch.train_loss == blocked.train_loss  # the same computation, bit for bit
+    assert one_block_per_epoch.valid_slate_acc == blocked.valid_slate_acc
+
+
+def test_a_record_keeps_every_speed_measurement_as_samples(smoke_cell):
+    record = run_cell(smoke_cell("mlp", model_kwargs={"d_model": 8}))
+    assert record["status"] == "ok", record["error"]
+    timings, x = record["timings"], record["measurements"]
+    assert set(timings) == {"train_samples_per_s", "infer_samples_per_s", "latency_b1_ms"}
+    # smoke: 2 epochs x 6 steps - 2 warm-up steps, one step per block
+    assert timings["train_samples_per_s"]["n"] == 10
+    assert timings["infer_samples_per_s"]["n"] == PROFILES["smoke"]["measure"].throughput_blocks
+    assert timings["latency_b1_ms"]["n"] == PROFILES["smoke"]["measure"].latency_requests
+    for name, summary in timings.items():
+        assert summary == timing_summary(summary["samples"]), name
+    assert x["train_samples_per_s"] == timings["train_samples_per_s"]["median"]
+    assert x["infer_samples_per_s"] == timings["infer_samples_per_s"]["median"]
+    assert x["latency_b1_p50_ms"] == timings["latency_b1_ms"]["median"]
+    assert x["latency_b1_p50_ms"] <= x["latency_b1_p95_ms"] <= x["latency_b1_p99_ms"]
+
+
+# --- memory per phase -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("force_sampling", [False, True])
+def test_a_phase_peak_net_of_the_baseline_finds_a_200_mib_tensor(force_sampling):
+    if measure.cpu_rss_mib() is None:
+        pytest.skip("no /proc/self/status: per-phase CPU memory is not measured on this system")
+    baseline = measure.cpu_rss_mib()
+    with measure.CpuPhasePeak(force_sampling=force_sampling) as phase:
+        block = torch.ones(200 * MIB, dtype=torch.uint8)  # every page touched
+        if force_sampling:
+            phase._stop.wait(0.05)  # hold it longer than the sampling period
+        del block
+    assert phase.method == ("sampled" if force_sampling else "hwm-reset")
+    assert measure.phase_memory_mib(phase, "x", baseline)["cpu_net_peak_rss_x_mib"] == pytest.approx(200, abs=5)
+
+
+def test_the_peak_of_a_phase_forgets_earlier_phases():
+    if not measure.reset_rss_peak():
+        pytest.skip("the kernel's peak RSS mark cannot be reset here")
+    # Both sizes are above glibc's largest mmap threshold (32 MiB), so each is mapped and unmapped
+    # whole: the allocator cannot keep the first block's pages for the second.
+    block = torch.ones(300 * MIB, dtype=torch.uint8)
+    del block
+    baseline = measure.cpu_rss_mib()
+    with measure.CpuPhasePeak() as phase:
+        smaller = torch.ones(100 * MIB, dtype=torch.uint8)
+        del smaller
+    assert phase.peak_mib - baseline == pytest.approx(100, abs=5)
+    assert measure.cpu_peak_rss_mib() - baseline > 250  # the life-long peak still holds the first block
+
+
+def test_a_cpu_record_has_memory_per_phase_and_net_of_the_baseline(smoke_cell):
+    record = run_cell(smoke_cell("mlp", model_kwargs={"d_model": 8}))
+    x = record["measurements"]
+    for phase in ("train", "infer"):
+        assert x[f"cpu_net_peak_rss_{phase}_mib"] == pytest.approx(
+            x[f"cpu_peak_rss_{phase}_mib"] - x["cpu_rss_baseline_mib"]
+        )
+        assert 0 < x[f"cpu_net_peak_rss_{phase}_mib"] < x[f"cpu_peak_rss_{phase}_mib"] <= x["cpu_peak_rss_mib"]
+    assert x["cpu_rss_data_mib"] >= 0
+    assert record["conditions"]["cpu_memory_method"] in ("hwm-reset", "sampled")
+
+
+# --- data drawn on the CPU ------------------------------------------------------------------------------------
+
+
+def test_data_is_drawn_on_the_cpu_whatever_the_device(monkeypatch):
+    made_on = []
+    real_generator = torch.Generator
+
+    def recording_generator(device="cpu"):
+        made_on.append(torch.device(device).type)
+        return real_generator(device=device)
+
+    monkeypatch.setattr(torch, "Generator", recording_generator)
+    config = replace(PROFILES["smoke"]["workload"], click_model="cascade")  # draws thresholds too
+    on_meta = generate(config, seed=5, device="meta")
+    assert made_on and set(made_on) == {"cpu"}
+    assert on_meta.test.inputs.items.device.type == "meta" and on_meta.value_model.weight.device.type == "meta"
+    on_cpu = generate(config, seed=5)
+    assert on_meta.test.inputs.items.shape == on_cpu.test.inputs.items.shape
+
+
+def test_the_data_digest_identifies_a_seeds_data():
+    config = PROFILES["smoke"]["workload"]
+    first = generate(config, seed=5)
+    assert digest(first) == digest(generate(config, seed=5)) == digest(first.to("cpu"))
+    assert digest(first) != digest(generate(config, seed=6))
