@@ -6,7 +6,7 @@ record is adding one entry. Names ending in ``@k`` (``ndcg@k``) stand for a fami
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 
@@ -29,6 +29,7 @@ class Metric:
     direction: Direction
     kind: str
     section: str  # the record's section: "metrics" or "measurements"
+    timing: str | None = None  # the record's ``timings`` entry whose samples this value summarises
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
         """``after`` is worse than ``before`` by more than ``threshold`` (relative) in this metric's direction."""
@@ -55,11 +56,20 @@ _ENTRIES = (
     Metric("judged_slates", "judged test slates", "slates", N, "count", _M),
     # measurements (bench/measure.py, bench/flops.py, bench/cell.py)
     Metric("parameters", "parameters", "", N, "count", _X),
-    Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X),
-    Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X),
-    Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X),
-    Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X),
-    Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X),
+    Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X, "train_samples_per_s"),
+    Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X, "infer_samples_per_s"),
+    Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X, "latency_b1_ms"),
+    Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms"),
+    Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms"),
+    # CPU memory: "net" is over the process's baseline (interpreter, torch, harness) measured before any
+    # data or model existed, so it is the cell's own footprint; the absolute peaks include the baseline.
+    Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X),
+    Metric("cpu_net_peak_rss_train_mib", "memory over baseline, training", "MiB", L, "memory", _X),
+    Metric("cpu_net_peak_rss_infer_mib", "memory over baseline, inference", "MiB", L, "memory", _X),
+    Metric("cpu_rss_data_mib", "data in memory", "MiB", N, "memory", _X),
+    Metric("cpu_rss_baseline_mib", "process baseline RSS", "MiB", N, "memory", _X),
+    Metric("cpu_peak_rss_train_mib", "peak RSS, training", "MiB", L, "memory", _X),
+    Metric("cpu_peak_rss_infer_mib", "peak RSS, inference", "MiB", L, "memory", _X),
     Metric("cpu_peak_rss_mib", "peak RSS", "MiB", L, "memory", _X),
     Metric("cuda_peak_allocated_train_mib", "CUDA peak allocated, training", "MiB", L, "memory", _X),
     Metric("cuda_peak_allocated_infer_mib", "CUDA peak allocated, inference", "MiB", L, "memory", _X),
@@ -87,7 +97,7 @@ def lookup(name: str) -> Metric | None:
     entry = CATALOG.get(f"{family}@k") if at and k.isdigit() else None
     if entry is None:
         return None
-    return Metric(name, entry.label.replace("@k", f"@{k}"), entry.unit, entry.direction, entry.kind, entry.section)
+    return replace(entry, name=name, label=entry.label.replace("@k", f"@{k}"))
 
 
 def header(name: str) -> str:

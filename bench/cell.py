@@ -200,6 +200,9 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             x.update(measure.phase_memory_mib(phase, "infer", baseline))
             memory_method = phase.method
         x.update(measure.peak_memory_mib(device, "infer"))
+        net = [x[name] for name in ("cpu_net_peak_rss_train_mib", "cpu_net_peak_rss_infer_mib") if name in x]
+        if net:  # the cell's own CPU footprint: its larger phase
+            x["cpu_net_peak_rss_mib"] = max(net)
         x.update(flop_measurements(model, evaluated[: cell.workload.batch_size], cell, record, trainable))
     except Exception as error:  # a failed cell is a result, not a crash of the run
         record["status"] = _status_of(error)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.stats import mean_interval
-from bench.tables import AXIS_LABELS, PEAK_MEMORY, memory_header, reference_point
+from bench.tables import AXIS_LABELS, PEAK_MEMORY, memory_header, reference_point, summarize
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -51,7 +50,7 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         data = at_reference(ok, axis)
         for model, group in data.groupby("model", sort=False):
-            stats_by_value = [(v, *mean_interval(g[column].dropna().tolist())) for v, g in group.groupby(axis)]
+            stats_by_value = [(v, *summarize(g, column)[:2]) for v, g in group.groupby(axis)]
             xs, ys, errs = zip(*stats_by_value, strict=True)
             ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], marker="o", capsize=3, label=model)
         if log:
@@ -61,7 +60,8 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
             ax.set_ylim(0, 1.02)  # an accuracy; with few seeds the t-interval can reach past 1
         ax.set_xlabel(AXIS_LABELS[axis])
         ax.set_ylabel(label)
-        ax.set_title(f"{label} vs {AXIS_LABELS[axis]} (mean over seeds, 95% t-interval)", fontsize=10)
+        how = "median of pooled timing samples" if column == "train_samples_per_s" else "mean over seeds"
+        ax.set_title(f"{label} vs {AXIS_LABELS[axis]} ({how}, 95% interval)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -11,10 +11,12 @@ from bench.tables import (
     AXIS_COLUMNS,
     AXIS_LABELS,
     AXIS_METRICS,
+    CONTENDED_MARK,
     PEAK_MEMORY,
     PRIMARY,
     REFERENCE_MODELS,
     SIGNIFICANCE,
+    UNSTABLE_MARK,
     axis_table,
     column_header,
     format_value,
@@ -57,6 +59,22 @@ def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = 
     )
 
 
+def _conditions_line(records: list[dict[str, Any]]) -> str:
+    """Whether the machine was quiet while the cells ran, from each record's conditions."""
+    measured = [r["conditions"] for r in records if (r.get("conditions") or {}).get("contention") is not None]
+    if not measured:
+        return "Conditions: not measured (records written before conditions were kept, or no /proc/stat)."
+    contended = [c for c in measured if c.get("contended")]
+    worst = max(c["contention"] for c in measured)
+    verdict = (
+        f"**{len(contended)} of {len(measured)} cells ran contended** (marked {CONTENDED_MARK}): their speeds "
+        "are not comparable"
+        if contended
+        else f"quiet: no cell of {len(measured)} contended"
+    )
+    return f"Conditions: {verdict}; the largest share of a cell's CPU time taken by other work was {worst:.0%}."
+
+
 HOW_TO_READ = """\
 ## How to read this
 
@@ -72,18 +90,27 @@ HOW_TO_READ = """\
   counts), on LETOR data the relevance grade. **label_ndcg@k** (synthetic): the same with the labels (clicks
   or grades) as gains, over judged slates. **regret**: true utility of the best displayed item minus that of
   the model's top displayed item, mean over all test slates (LETOR: in relevance grades).
-- **Intervals** are 95%. With one seed, slate_acc's interval is the normal-approximation binomial interval over
-  test slates; with several seeds, every metric is the mean over seeds ± the Student-t interval of that mean.
+- **Intervals** are 95%. Accuracy: with one seed, slate_acc's interval is the normal-approximation binomial
+  interval over test slates; with several seeds, the mean over seeds ± the Student-t interval of that mean.
+  Speeds and latencies: each cell keeps its timing samples (blocks of training steps, blocks of inference
+  passes, single requests); a table shows the median of the samples of every seed pooled (seeds change the data,
+  not the speed) ± the half-width of the median's distribution-free 95% interval (order statistics; none below
+  6 samples). `{unstable}` marks a speed whose interval reaches further than ±5% of its median (too noisy to
+  compare at 5%); `{contended}` marks one measured while other processes took more than 10% of the CPU time the
+  cell's threads could use (the record's `conditions`): compare it with nothing.
 - **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. One seed:
   per-slate paired difference on the same test slates (interval mean ± 1.96·sd/√n) with McNemar's exact test.
   Several seeds: the per-seed differences, Student-t interval and a paired t-test. `*` (overview) and `†` (axis
   tables) mark p < {alpha}. **Bold** marks the best model in each column.
 - **train**: training samples/s over steady-state steps (the first epoch's warm-up steps and per-epoch validation
-  excluded). **inference**: median samples/s of eval-mode forward passes at the cell's batch size.
-  **latency b1**: one eval-mode forward pass at batch size 1 (an online request), percentiles over requests.
-- **peak RSS**: the cell process's peak resident memory (each cell runs in its own process unless
-  `--executor inline`, in which case it is the whole run's). **CUDA peak allocated**:
-  `torch.cuda.max_memory_allocated` during training.
+  excluded), timed in about 20 blocks. **inference**: samples/s of eval-mode forward passes at the cell's batch
+  size, per timed block. **latency b1**: one eval-mode forward pass at batch size 1 (an online request),
+  percentiles over requests. Every model trains with the same CPU dropout (the record's
+  `environment.cpu_dropout`).
+- **memory over baseline** (CPU): the cell's peak resident memory during training and during inference, the
+  larger of the two, minus the process's memory before any data or model existed (interpreter, torch, harness):
+  the data's, model's and training's own footprint. The absolute **peak RSS** includes that baseline.
+  **CUDA peak allocated**: `torch.cuda.max_memory_allocated` during training.
 - **FLOPs/sample**: matmul FLOPs of one training step (forward + backward) per sample, counted by
   `torch.utils.flop_counter.FlopCounterMode`. **MFU**: achieved training FLOP/s over the device's peak for the
   cell's precision (data-sheet dense peak on GPUs; on CPUs a cached matmul probe).
@@ -115,6 +142,8 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         + (f" x sweep over {', '.join(AXIS_LABELS[a] for a in axes)}" if axes else "")
         + f"; status {', '.join(f'{n} {s}' for s, n in statuses.items())}.",
         "",
+        _conditions_line(records),
+        "",
     ]
     reference = reference_point(frame, axes)
     at_reference = frame
@@ -128,7 +157,9 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
         lines += [
-            f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}."
+            f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}. "
+            f"Speeds: median ± 95% interval of the timing samples; {UNSTABLE_MARK} unstable (wider than ±5%), "
+            f"{CONTENDED_MARK} measured under contention."
             + (" Reference rows (in italics, last): " + "; ".join(references) + "." if references else ""),
             "",
         ]
@@ -181,7 +212,9 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
                 f"{error[-1] if error else ''}"
             )
         lines.append("")
-    lines.append(HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE))
+    lines.append(
+        HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE, unstable=UNSTABLE_MARK, contended=CONTENDED_MARK)
+    )
     return "\n".join(lines)
 
 

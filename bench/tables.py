@@ -10,9 +10,12 @@ import pandas as pd
 
 from bench.catalog import Direction, header, is_quality, lookup
 from bench.records import unpack_bits
-from bench.stats import binomial_interval, mean_interval, paired_seeds, paired_slates
+from bench.stats import binomial_interval, is_unstable, mean_interval, paired_seeds, paired_slates, pool_timings
 
-PEAK_MEMORY = "peak_memory_mib"  # derived: CUDA peak allocated in training on a GPU, else the peak RSS
+# derived: CUDA peak allocated in training on a GPU, else the CPU peak over the process's baseline
+PEAK_MEMORY = "peak_memory_mib"
+UNSTABLE_MARK = "~"  # a speed whose 95% interval reaches further than +-5% of its median
+CONTENDED_MARK = "!"  # a speed measured while other work took part of the cell's cores
 AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
 AXIS_LABELS = {
     "loss": "loss",
@@ -60,7 +63,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             **r.get("metrics", {}),
             **x,
         }
-        row[PEAK_MEMORY] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_peak_rss_mib"))
+        row[PEAK_MEMORY] = x.get("cuda_peak_allocated_train_mib", x.get("cpu_net_peak_rss_mib"))
         row["_record"] = r
         rows.append(row)
     return pd.DataFrame(rows)
@@ -112,11 +115,29 @@ def _status_text(group: pd.DataFrame) -> str:
 
 
 def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | None]:
-    """Mean over the seeds' ok cells, its 95% half-width, and a status note for failures."""
+    """The value of a column over the group's ok cells (its seeds), its 95% half-width, and a status note
+    for failures.
+
+    Speeds and latencies whose records keep timing samples: the samples of every seed pooled (seeds change
+    the data, not the speed), their median and the half-width of the median's order-statistic interval
+    (latency p95/p99: the pooled percentile, no interval). Anything else: the mean over seeds with its
+    Student-t interval; one seed's slate_acc gets the binomial interval over its test slates.
+    """
     ok = group[group["status"] == "ok"]
     note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
     if ok.empty or column not in ok or ok[column].isna().all():
         return math.nan, math.nan, note or _status_text(group)
+    pooled = pooled_timing(ok, column)
+    if pooled is not None:
+        quantile = _LATENCY_QUANTILES.get(column)
+        if quantile is not None:
+            return float(np.percentile(pooled["samples"], quantile)), math.nan, note
+        half = (
+            max(pooled["median"] - pooled["ci_low"], pooled["ci_high"] - pooled["median"])
+            if pooled["ci_low"] is not None
+            else math.nan
+        )
+        return pooled["median"], half, note
     values = ok[column].dropna().tolist()
     if len(values) == 1 and column == "slate_acc":
         judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
@@ -124,6 +145,41 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         return values[0], binomial_interval(values[0], slates), note
     mean, half = mean_interval(values)
     return mean, half, note
+
+
+_LATENCY_QUANTILES = {"latency_b1_p95_ms": 95, "latency_b1_p99_ms": 99}
+
+
+def pooled_timing(ok: pd.DataFrame, column: str) -> dict[str, Any] | None:
+    """The timing samples behind a speed column, pooled over the ok cells; None for other columns and for
+    records written before samples were kept."""
+    entry = lookup(column)
+    if entry is None or entry.timing is None:
+        return None
+    summaries = [(r.get("timings") or {}).get(entry.timing) or {} for r in ok["_record"]]
+    if not all(summary.get("samples") for summary in summaries):
+        return None
+    return pool_timings(summaries)
+
+
+def speed_marks(group: pd.DataFrame, column: str) -> str:
+    """Warning marks of a speed value: unstable (interval wider than +-5%), contended (another load ran)."""
+    ok = group[group["status"] == "ok"]
+    pooled = pooled_timing(ok, column) if not ok.empty else None
+    if pooled is None:
+        return ""
+    marks = UNSTABLE_MARK if column not in _LATENCY_QUANTILES and is_unstable(pooled) else ""
+    if any((r.get("conditions") or {}).get("contended") for r in ok["_record"]):
+        marks += CONTENDED_MARK
+    return marks
+
+
+def speed_text(group: pd.DataFrame, column: str) -> str:
+    """A speed, latency or memory cell of a table: value ± interval where there is one, then its marks."""
+    value, half, note = summarize(group, column)
+    if math.isnan(value):  # a failure's status, or "–" for a value the model does not have (a baseline trains nothing)
+        return note if (group["status"] != "ok").all() else "–"
+    return _with_interval(value, half) + speed_marks(group, column)
 
 
 def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
@@ -144,7 +200,7 @@ def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str =
 
 
 def memory_header(frame: pd.DataFrame) -> str:
-    return header("cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_peak_rss_mib")
+    return header("cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_net_peak_rss_mib")
 
 
 def column_header(frame: pd.DataFrame, column: str) -> str:
@@ -184,8 +240,7 @@ def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
             value, _, _ = summarize(group, ranking)
             row[ranking] = format_value(value, 3)
         for column in ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY):
-            value, _, _ = summarize(group, column)
-            row[column_header(frame, column)] = format_value(value)
+            row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
         order.append((reference, -(mean if not math.isnan(mean) else -math.inf)))
     ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
@@ -248,13 +303,19 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
             "latency_b1_p50_ms",
             "latency_b1_p99_ms",
             PEAK_MEMORY,
+            "cpu_peak_rss_mib",
             "train_flops_per_sample",
             "train_mfu",
             "wall_seconds",
         ):
-            mean, _, _ = summarize(group, column)
-            label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
-            row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
+            if column not in frame or frame[column].isna().all():
+                continue
+            if column in ("train_flops_per_sample", "train_mfu", "wall_seconds"):
+                mean, _, _ = summarize(group, column)
+                label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
+                row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
+            else:
+                row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -289,7 +350,7 @@ def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, highe
             if math.isnan(mean):
                 cells[model][value] = note or "–"
                 continue
-            text = _with_interval(mean, half, 3 if column == "slate_acc" else None)
+            text = _with_interval(mean, half, 3 if column == "slate_acc" else None) + speed_marks(at, column)
             if column == "slate_acc" and model != baseline:
                 base = frame[(frame["model"] == baseline) & (frame[axis] == value)]
                 delta = compare_with_baseline(at, base) if not base.empty else None
