@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,42 +330,45 @@ def compare(
     run_a: Path = typer.Argument(..., help="The reference run directory."),
     run_b: Path = typer.Argument(..., help="The run to check against it."),
     threshold: float = typer.Option(0.05, help="Relative change that is flagged (0.05 = 5%)."),
+    include_contended: bool = typer.Option(
+        False, help="Also call regressions the speeds of cells measured under contention."
+    ),
     show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
 ) -> None:
-    """Per-cell deltas of every metric; exits 1 on an accuracy or speed regression beyond the threshold."""
+    """Per-cell changes of every metric; exits 1 on a regression: worse beyond the threshold and significant
+    (speeds: Mann-Whitney U on the timing samples; slate_acc: McNemar or two-proportion), 2 when nothing
+    could be compared."""
     from tabulate import tabulate
 
-    from bench.compare import compare_runs
+    from bench.compare import ALPHA, compare_runs
     from bench.records import RECORDS_FILE
 
     for run_dir in (run_a, run_b):
         if not (run_dir / RECORDS_FILE).is_file():
             fail(f"{run_dir} has no {RECORDS_FILE}")
-    if threshold < 0:
-        fail(f"threshold must be >= 0, got {threshold}")
-    result = compare_runs(run_a, run_b, threshold)
-    shown = [(c, f, r) for c, f, r in result.rows if f or show_all]
+    if not math.isfinite(threshold) or threshold < 0:
+        fail(f"threshold must be a finite number >= 0, got {threshold}")
+    result = compare_runs(run_a, run_b, threshold, include_contended)
+    shown = [c for c in result.changes if c.flagged or show_all]
     if shown:
-        typer.echo(
-            tabulate(
-                [
-                    (
-                        c.cell,
-                        c.name,
-                        f"{c.before:.4g}",
-                        f"{c.after:.4g}",
-                        f"{c.relative:+.1%}",
-                        "REGRESSION" if r else ("changed" if f else ""),
-                    )
-                    for c, f, r in shown
-                ],
-                headers=["cell", "value", run_a.name, run_b.name, "relative", "flag"],
+        rows = [
+            (
+                c.cell,
+                c.name,
+                f"{c.before:.4g}",
+                f"{c.after:.4g}",
+                f"{c.relative:+.1%}",
+                c.test + ("" if c.p is None else f" p={c.p:.2g}"),
+                c.verdict,
             )
-        )
-    compared = len({c.key for c, _, _ in result.rows})
+            for c in shown
+        ]
+        typer.echo(tabulate(rows, headers=["cell", "value", run_a.name, run_b.name, "relative", "test", "verdict"]))
+    contended = len({c.key for c in result.changes if c.contended})
     typer.echo(
-        f"compared {compared} cell(s) present in both runs at threshold {threshold:.1%}; "
-        f"{sum(f for _, f, _ in result.rows)} value(s) changed beyond it"
+        f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {ALPHA}; "
+        f"{sum(c.flagged for c in result.changes)} value(s) changed beyond the threshold"
+        + (f"; {contended} cell(s) contended on one side" if contended else "")
     )
     for line in result.status_changes:
         typer.echo(f"REGRESSION status: {line}")
@@ -374,6 +378,8 @@ def compare(
     if result.regressions:
         typer.echo(f"{result.regressions} regression(s)", err=True)
         raise typer.Exit(1)
+    if not result.compared_cells:
+        fail(f"nothing to compare: no cell of {run_b} is ok in both runs with a value to compare")
 
 
 def main() -> None:

@@ -1,4 +1,22 @@
-"""Cell-by-cell comparison of two runs, for regression checks in CI."""
+"""Cell-by-cell comparison of two runs, for regression checks in CI.
+
+A value is a regression only when it is worse beyond the threshold, in its catalog direction, and a test
+says the change is more than noise:
+
+- speeds and latencies: Mann-Whitney U on the two cells' kept timing samples (asv's rule), and both
+  timings precise enough to resolve the threshold: the 95% interval of each median within +-threshold of
+  it (at the default 5%, exactly the report's "unstable" mark). The samples of one run come from one
+  process and miss the drift between runs, so a timing too noisy to resolve the threshold inside its own
+  run is not called a regression from it (it is shown as "too noisy"). Records without samples cannot be
+  tested: their speeds are shown, never called regressions;
+- slate_acc: McNemar's exact test on the per-slate hits when both cells saw the same data (same
+  ``data_key``), else a two-proportion z-test on the judged slates;
+- the other accuracy metrics keep no per-slate values: the threshold alone decides.
+
+A cell that ran contended on either side (the record's ``conditions``) is shown with its changes, but its
+speeds are not called regressions unless asked: a loaded machine slows everything. Memory and time are
+shown when they change and never fail the check.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy import stats as scipy_stats
+
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
-from bench.records import latest_records
+from bench.records import latest_records, slate_hits
+from bench.stats import is_unstable, paired_slates, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
+TIMED_KINDS = ("speed", "latency")
+ALPHA = 0.05  # significance level of every test
 
 
 @dataclass
@@ -21,59 +44,143 @@ class Change:
     before: float
     after: float
     kind: str  # the catalog's kind: accuracy | speed | latency | memory | time
+    test: str  # the test that judged it: Mann-Whitney U, McNemar, two-proportion, threshold, or "no samples"
+    p: float | None  # its p-value (None: no test)
+    resolved: bool  # precise enough on both sides to resolve the threshold (always, for untimed values)
+    flagged: bool  # changed beyond the threshold, either way
+    worse: bool  # changed beyond the threshold for the worse
+    contended: bool  # either cell ran contended
+    regression: bool  # worse, significant, and (for speeds) not contended unless asked
 
     @property
     def relative(self) -> float:
         return (self.after - self.before) / abs(self.before) if self.before else math.inf
 
+    @property
+    def verdict(self) -> str:
+        if self.regression:
+            return "REGRESSION"
+        if not self.flagged:
+            return ""
+        if self.test == "no samples":
+            return "changed (untested: no timing samples)"
+        if self.p is not None and self.p >= ALPHA:
+            return f"noise (p {self.p:.2g})"
+        if self.worse and not self.resolved:
+            return "worse, too noisy to call (interval wider than the threshold)"
+        if self.worse and self.contended:
+            return "worse, contended (not counted)"
+        return "worse" if self.worse else "better"
 
-def _describe(record: dict[str, Any]) -> str:
+
+def describe(record: dict[str, Any]) -> str:
     c = record["config"]
     w = c["workload"]
     return (
         f"{record['model']} seed {c['seed']} batch {w['batch_size']} T {w['slate_length']} S {w['candidates']} "
-        f"U {w['user_dim']} F {w['item_dim']}"
+        f"U {w['user_dim']} F {w['item_dim']} loss {c['train']['loss']} [{record['key'][:8]}]"
     )
 
 
 @dataclass
 class Comparison:
-    rows: list[tuple[Change, bool, bool]]  # change, flagged, counts as a regression
+    changes: list[Change]
     status_changes: list[str]
     only_a: list[str]
     only_b: list[str]
+    compared_cells: int  # cells in both runs, ok on both sides, with at least one value compared
 
     @property
     def regressions(self) -> int:
-        return sum(1 for _, _, regression in self.rows if regression) + len(self.status_changes)
+        return sum(1 for change in self.changes if change.regression) + len(self.status_changes)
 
 
-def compare_runs(run_a: Path, run_b: Path, threshold: float) -> Comparison:
+def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: bool = False) -> Comparison:
     a = {r["key"]: r for r in latest_records(run_a)}
     b = {r["key"]: r for r in latest_records(run_b)}
-    rows, status_changes = [], []
+    changes: list[Change] = []
+    status_changes: list[str] = []
+    compared = 0
     for key in [k for k in a if k in b]:
         ra, rb = a[key], b[key]
-        cell = _describe(ra)
         if ra["status"] != rb["status"]:
             if ra["status"] == "ok":
-                status_changes.append(f"{cell}: {ra['status']} -> {rb['status']} ({rb.get('error')})")
+                status_changes.append(f"{describe(ra)}: {ra['status']} -> {rb['status']} ({rb.get('error')})")
             continue
-        for entry in _compared(ra):
-            before, after = ra[entry.section].get(entry.name), rb.get(entry.section, {}).get(entry.name)
-            if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
-                continue
-            change = Change(key, cell, entry.name, float(before), float(after), entry.kind)
-            flagged = abs(change.relative) > threshold
-            regression = entry.kind in REGRESSION_KINDS and entry.worse(change.before, change.after, threshold)
-            rows.append((change, flagged, regression))
-    only_a = [_describe(a[k]) for k in a if k not in b]
-    only_b = [_describe(b[k]) for k in b if k not in a]
-    return Comparison(rows, status_changes, only_a, only_b)
+        if ra["status"] != "ok":
+            continue
+        contended = _contended(ra) or _contended(rb)
+        cell_changes = [
+            change
+            for entry in _compared(ra)
+            if (change := _change(entry, ra, rb, threshold, contended, include_contended)) is not None
+        ]
+        compared += bool(cell_changes)
+        changes += cell_changes
+    only_a = [describe(a[k]) for k in a if k not in b]
+    only_b = [describe(b[k]) for k in b if k not in a]
+    return Comparison(changes, status_changes, only_a, only_b, compared)
+
+
+def _change(
+    entry: Metric, ra: dict, rb: dict, threshold: float, contended: bool, include_contended: bool
+) -> Change | None:
+    before, after = ra[entry.section].get(entry.name), (rb.get(entry.section) or {}).get(entry.name)
+    if not _number(before) or not _number(after):
+        return None
+    before, after = float(before), float(after)
+    test, p = _test(entry, ra, rb)
+    relative = (after - before) / abs(before) if before else (0.0 if after == before else math.inf)
+    worse = entry.worse(before, after, threshold)
+    significant = p is None and test == "threshold" or p is not None and p < ALPHA
+    excused = contended and entry.kind in TIMED_KINDS and not include_contended
+    resolved = entry.kind not in TIMED_KINDS or all(
+        not is_unstable((r.get("timings") or {}).get(entry.timing) or {}, threshold) for r in (ra, rb)
+    )
+    return Change(
+        key=ra["key"],
+        cell=describe(ra),
+        name=entry.name,
+        before=before,
+        after=after,
+        kind=entry.kind,
+        test=test,
+        p=p,
+        resolved=resolved,
+        flagged=abs(relative) > threshold,
+        worse=worse,
+        contended=contended,
+        regression=entry.kind in REGRESSION_KINDS and worse and significant and resolved and not excused,
+    )
+
+
+def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
+    """The test of one value's change and its p-value."""
+    if entry.kind in TIMED_KINDS:
+        samples_a = ((ra.get("timings") or {}).get(entry.timing) or {}).get("samples") or []
+        samples_b = ((rb.get("timings") or {}).get(entry.timing) or {}).get("samples") or []
+        if not samples_a or not samples_b:
+            return "no samples", None
+        return "Mann-Whitney U", float(scipy_stats.mannwhitneyu(samples_a, samples_b).pvalue)
+    if entry.name == "slate_acc":
+        hits_a, hits_b = slate_hits(ra), slate_hits(rb)
+        if hits_a is not None and hits_b is not None:
+            if ra.get("data_key") == rb.get("data_key") and len(hits_a) == len(hits_b):
+                return "McNemar", paired_slates(hits_a, hits_b)[2]
+            return "two-proportion", two_proportion_p(int(hits_a.sum()), len(hits_a), int(hits_b.sum()), len(hits_b))
+    return "threshold", None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _contended(record: dict[str, Any]) -> bool:
+    return bool((record.get("conditions") or {}).get("contended"))
 
 
 def _compared(record: dict[str, Any]) -> list[Metric]:
     """Catalog entries of the record's values that are compared (counts and facts of the cell are not)."""
-    names = [(section, name) for section in ("metrics", "measurements") for name in record.get(section, {})]
-    entries = [lookup(name) for _, name in names]
+    names = [name for section in ("metrics", "measurements") for name in (record.get(section) or {})]
+    entries = [lookup(name) for name in names]
     return [e for e in entries if e is not None and e.kind in COMPARED_KINDS]

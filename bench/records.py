@@ -35,6 +35,14 @@ def unpack_bits(text: str, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:count].astype(bool)
 
 
+def slate_hits(record: dict[str, Any]) -> np.ndarray | None:
+    """A record's per-slate hits (kept for its judged test slates), or None when it keeps none."""
+    packed = (record.get("per_slate") or {}).get("slate_hits")
+    metrics = record.get("metrics") or {}
+    count = metrics.get("judged_slates", metrics.get("test_slates"))
+    return unpack_bits(packed, count) if packed and count else None
+
+
 def git_revision() -> str | None:
     try:
         out = subprocess.run(

@@ -36,6 +36,18 @@ def paired_slates(hits_a: np.ndarray, hits_b: np.ndarray) -> tuple[float, float,
     return float(diff.mean()), float(half), float(p)
 
 
+def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test (two accuracies on different slates)."""
+    if not n_a or not n_b:
+        return math.nan
+    pooled = (hits_a + hits_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    if se == 0:
+        return 1.0
+    z = (hits_a / n_a - hits_b / n_b) / se
+    return float(2 * stats.norm.sf(abs(z)))
+
+
 def paired_seeds(values_a: list[float], values_b: list[float]) -> tuple[float, float, float]:
     """Paired comparison over seeds: mean difference, 95% t half-width, paired t-test p-value."""
     diff = np.asarray(values_a, dtype=float) - np.asarray(values_b, dtype=float)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.catalog import Direction, header, is_quality, lookup
-from bench.records import unpack_bits
+from bench.records import slate_hits
 from bench.stats import binomial_interval, is_unstable, mean_interval, paired_seeds, paired_slates, pool_timings
 
 # derived: CUDA peak allocated in training on a GPU, else the CPU peak over the process's baseline
@@ -35,13 +35,6 @@ REFERENCE_MODELS = {
     "random": "is the floor (a random order)",
     "initial": "keeps the displayed (initial) order",
 }
-
-
-def _hits(record: dict[str, Any]) -> np.ndarray | None:
-    packed = record.get("per_slate", {}).get("slate_hits")
-    metrics = record.get("metrics", {})
-    count = metrics.get("judged_slates", metrics.get("test_slates"))  # hits are kept for judged slates
-    return unpack_bits(packed, count) if packed and count else None
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -190,7 +183,7 @@ def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str =
     if not seeds or column not in a or column not in b:
         return None
     if len(seeds) == 1 and column == "slate_acc":
-        hits_a, hits_b = _hits(a.loc[seeds[0], "_record"]), _hits(b.loc[seeds[0], "_record"])
+        hits_a, hits_b = slate_hits(a.loc[seeds[0], "_record"]), slate_hits(b.loc[seeds[0], "_record"])
         if hits_a is None or hits_b is None or len(hits_a) != len(hits_b):
             return None
         return (*paired_slates(hits_a, hits_b), "McNemar")

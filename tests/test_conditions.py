@@ -16,6 +16,9 @@ from bench.conditions import (
     recorded_cpu_dropout,
     usable_cores,
 )
+from bench.records import RECORDS_FILE, append_record
+from bench.report import write_report
+from bench.tables import CONTENDED_MARK
 
 
 def counters(wall, busy, own, steal=0.0, cores=2, load=0.5):
@@ -80,7 +83,7 @@ SPINNER = textwrap.dedent(
 )
 
 
-def test_a_cell_next_to_a_busy_2_thread_process_is_flagged(smoke_cell):
+def test_a_cell_next_to_a_busy_2_thread_process_is_flagged_in_its_record_and_the_report(smoke_cell, tmp_path):
     if read_counters().busy_s is None:
         pytest.skip("no /proc/stat: contention is not measured on this system")
     spinner = subprocess.Popen([sys.executable, "-c", SPINNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -97,6 +100,13 @@ def test_a_cell_next_to_a_busy_2_thread_process_is_flagged(smoke_cell):
     assert conditions["contended"] is True, conditions
     assert conditions["other_cpu_seconds"] > 0.3 * conditions["wall_seconds"]
     assert conditions["cell_threads"] == usable_cores()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    append_record(run_dir / RECORDS_FILE, record)
+    report = write_report(run_dir).read_text()
+    assert "**1 of 1 cells ran contended**" in report
+    headline = next(line for line in report.splitlines() if line.startswith("| mlp"))
+    assert CONTENDED_MARK in headline
 
 
 def test_oversubscription_counts_threads_of_concurrent_cells_against_cores():

@@ -8,13 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.config import ConfigError
 from bench.plots import pareto_front
-from bench.records import append_record, load_records
+from bench.records import append_record, load_records, pack_bits, slate_hits
 from bench.stats import mean_interval, paired_seeds, paired_slates
 from bench.sweep import build_cells
 
@@ -280,11 +282,17 @@ def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path
     worse = tmp_path / "worse"
     worse.mkdir()
     records = load_records(sweep_run / "records.jsonl")
-    records[0]["metrics"]["slate_acc"] *= 0.8
-    records[1]["measurements"]["train_samples_per_s"] *= 0.5
+    hits = slate_hits(records[0])  # a real accuracy loss: a third of the hit slates become misses
+    lost = np.flatnonzero(hits)[::3]
+    hits[lost] = False
+    records[0]["per_slate"]["slate_hits"] = pack_bits(torch.from_numpy(hits))
+    records[0]["metrics"]["slate_acc"] = float(hits.mean())
+    records[1]["measurements"]["train_samples_per_s"] *= 0.5  # a real slow-down: every timing sample halves
+    timing = records[1]["timings"]["train_samples_per_s"]
+    timing["samples"] = [v * 0.5 for v in timing["samples"]]
     (worse / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
     result = invoke("compare", sweep_run, worse, "--threshold", "0.1")
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert result.stdout.count("REGRESSION") == 2
     assert "slate_acc" in result.stdout and "train_samples_per_s" in result.stdout
     assert "only in" in result.stdout and "2 regression(s)" in result.stderr

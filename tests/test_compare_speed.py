@@ -1,0 +1,113 @@
+"""bench compare knows noise and direction: an A/A pair of runs shows no regression, a model made ~20% slower
+is the only regression, contended cells are excused unless asked, and nothing compared is an error."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.compare import compare_runs
+from bench.config import CellConfig, WorkloadConfig
+from bench.records import append_record, new_record
+from bench.stats import timing_summary
+from rerankers import registry
+
+runner = CliRunner()
+TESTS = Path(__file__).resolve().parent
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_an_aa_pair_of_all_models_has_no_regression(tmp_path):
+    """Two back-to-back smoke runs of every model: whatever moved, nothing is called a regression."""
+    for run_id in ("a", "b"):
+        args = ("run", "--profile", "smoke", "--models", "all", "--executor", "inline")
+        result = invoke(*args, "--out", tmp_path, "--run-id", run_id)
+        assert result.exit_code == 0, result.output
+    result = invoke("compare", tmp_path / "a", tmp_path / "b", "--all")
+    assert result.exit_code == 0, result.output
+    assert "REGRESSION" not in result.stdout
+    assert f"compared {len(registry.list_models())} cell(s)" in result.stdout
+
+
+@pytest.fixture
+def slowable_plugin(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(registry.PLUGINS_ENV, "speed_models")
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    yield
+    registry.unregister("test-slowable")
+
+
+def test_a_model_made_slower_is_the_only_regression(tmp_path, slowable_plugin, monkeypatch):
+    """Run B stands for a code change that makes test-slowable do ~20% more work (same cell keys): its
+    training throughput is a regression, the untouched MLP's is not. The smoke profile with 40 batches of
+    256 and width 64 gives timing blocks long enough to resolve a 10% threshold."""
+    size = ("--batches", "40", "--batch-size", "256", "--d-model", "64")
+    args = ("run", "--profile", "smoke", "--models", "mlp,test-slowable", *size, "--out", tmp_path)
+    assert invoke(*args, "--run-id", "before").exit_code == 0
+    monkeypatch.setenv("SLOWABLE_SLOW", "1")
+    assert invoke(*args, "--run-id", "after").exit_code == 0
+    result = invoke("compare", tmp_path / "before", tmp_path / "after", "--threshold", "0.1")
+    assert result.exit_code == 1, result.output
+    regressions = [line for line in result.stdout.splitlines() if "REGRESSION" in line]
+    assert any("test-slowable" in line and "train_samples_per_s" in line for line in regressions), result.stdout
+    assert not any(line.startswith("mlp") for line in regressions), result.stdout
+
+
+def _run_dir(tmp_path, name, rate, contended=False, slate_acc=0.5):
+    """A run of one synthetic MLP record whose training rate samples sit tightly around ``rate``."""
+    record = new_record(CellConfig(model="mlp", workload=WorkloadConfig(batches=1)))
+    timing = timing_summary([rate * (1 + 0.002 * (i % 5)) for i in range(20)])
+    record["timings"] = {"train_samples_per_s": timing}
+    record["measurements"] = {"train_samples_per_s": timing["median"]}
+    record["metrics"] = {"slate_acc": slate_acc}
+    record["conditions"] = {"contended": contended}
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    append_record(run_dir / "records.jsonl", json.loads(json.dumps(record)))
+    return run_dir
+
+
+def test_a_significant_slowdown_beyond_the_threshold_is_a_regression(tmp_path):
+    before, after = _run_dir(tmp_path, "a", 1000.0), _run_dir(tmp_path, "b", 800.0)
+    (change,) = [c for c in compare_runs(before, after, 0.05).changes if c.name == "train_samples_per_s"]
+    assert change.test == "Mann-Whitney U" and change.p < 0.001 and change.regression
+    faster = _run_dir(tmp_path, "c", 1200.0)
+    (change,) = [c for c in compare_runs(before, faster, 0.05).changes if c.name == "train_samples_per_s"]
+    assert not change.regression and change.verdict == "better"
+
+
+def test_a_contended_cell_is_shown_but_not_a_regression_unless_asked(tmp_path):
+    before, after = _run_dir(tmp_path, "a", 1000.0), _run_dir(tmp_path, "b", 500.0, contended=True)
+    result = invoke("compare", before, after)
+    assert result.exit_code == 0, result.output
+    assert "contended" in result.stdout and "1 cell(s) contended" in result.stdout
+    strict = invoke("compare", before, after, "--include-contended")
+    assert strict.exit_code == 1 and "REGRESSION" in strict.stdout
+
+
+def test_a_timing_too_noisy_to_resolve_the_threshold_is_not_called(tmp_path):
+    before, after = _run_dir(tmp_path, "a", 1000.0), _run_dir(tmp_path, "b", 900.0)
+    records = [json.loads(line) for line in (after / "records.jsonl").read_text().splitlines()]
+    noisy = [900.0 * (0.7 + 0.6 * i / 19) for i in range(20)]  # spread +-30%: interval far wider than 5%
+    records[0]["timings"]["train_samples_per_s"] = timing_summary(noisy)
+    (after / "records.jsonl").write_text(json.dumps(records[0]) + "\n")
+    (change,) = [c for c in compare_runs(before, after, 0.05).changes if c.name == "train_samples_per_s"]
+    assert not change.resolved and not change.regression and "too noisy" in change.verdict
+
+
+def test_nothing_to_compare_is_an_error(tmp_path):
+    before = _run_dir(tmp_path, "a", 1000.0)
+    other = tmp_path / "other"
+    other.mkdir()
+    record = new_record(CellConfig(model="transformer", workload=WorkloadConfig(batches=1)))
+    append_record(other / "records.jsonl", record)
+    result = invoke("compare", before, other)
+    assert result.exit_code == 2 and "nothing to compare" in result.stderr
+    assert invoke("compare", before, before, "--threshold", "nan").exit_code == 2
