@@ -4,16 +4,22 @@ as the noise floor of the machine in the same run.
     python benchmarks/stability.py                      # default profile, transformer + mlp, 5 runs
     python benchmarks/stability.py --profile smoke --runs 2 --out /tmp/stability   # a quick check
 
-Writes <out>/stability.md and each run's records under <out>/stability/run-<i>/. For every model and
-speed measurement (training throughput, inference throughput, batch-1 latency p50) the table gives the
+Writes <out>/stability.md and each run's records under <out>/stability/. For every model and speed
+measurement (training throughput, inference throughput, batch-1 latency p50) the table gives the
 coefficient of variation of the per-run medians across runs, next to the targets (3%, 3%, 5%) and the
 matmul loop's CV: a harness cannot be steadier than the machine it runs on. Cells flagged contended are
 counted; their runs say the machine was not quiet.
+
+Then two checks of ``bench compare`` on real runs: an A/A pair (two back-to-back runs of --aa-models, all
+by default: no regression expected) and a slowed pair (mlp and the test plugin model test-slowable, then
+the same with test-slowable doing ~20% more work, as a code change would: only it should regress).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import shlex
 import statistics
 import sys
@@ -24,6 +30,7 @@ from typing import Any
 
 import torch
 
+from bench.compare import Comparison, compare_runs
 from bench.config import RunConfig
 from bench.records import RECORDS_FILE, cpu_name, load_records
 from bench.runner import run_cells
@@ -38,6 +45,8 @@ MEASUREMENTS = (
 )
 FLOOR_SIZE = 256  # the noise floor multiplies two FLOOR_SIZE x FLOOR_SIZE fp32 matrices
 FLOOR_BLOCKS = 7
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the slowable test plugin lives there
+THRESHOLD = 0.05  # bench compare's default
 
 
 def matmul_floor(seconds: float, threads: int) -> dict[str, Any]:
@@ -73,7 +82,36 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def write_markdown(path: Path, args: argparse.Namespace, per_run: list[dict[str, Any]], floor: list[dict]) -> str:
+def comparison_lines(title: str, comparison: Comparison, expected: str) -> list[str]:
+    regressions = [c for c in comparison.changes if c.regression]
+    timed = [c for c in comparison.changes if c.kind in ("speed", "latency")]
+    lines = [
+        f"### {title}",
+        "",
+        f"Expected: {expected}. `bench compare` at threshold {THRESHOLD:.0%}: {comparison.compared_cells} cells "
+        f"compared, {len(timed)} speed/latency values, **{comparison.regressions} regression(s)**; "
+        f"{sum(c.flagged for c in timed)} speed/latency values moved beyond the threshold, of which "
+        f"{sum(1 for c in timed if c.flagged and c.p is not None and c.p >= 0.05)} not significant, "
+        f"{sum(1 for c in timed if c.worse and not c.resolved)} worse but too noisy to call, "
+        f"{len({c.key for c in timed if c.contended})} cells contended.",
+        "",
+    ]
+    if regressions or comparison.status_changes:
+        lines += ["| cell | value | before | after | change | p |", "|---|---|---|---|---|---|"]
+        for c in regressions:
+            lines.append(f"| {c.cell} | {c.name} | {c.before:.4g} | {c.after:.4g} | {c.relative:+.1%} | {c.p:.2g} |")
+        lines += [f"- status: {line}" for line in comparison.status_changes]
+        lines.append("")
+    return lines
+
+
+def write_markdown(
+    path: Path,
+    args: argparse.Namespace,
+    per_run: list[dict[str, Any]],
+    floor: list[dict],
+    checks: list[tuple[str, Comparison, str]],
+) -> str:
     models = list(per_run[0]["records"])
     lines = [
         "# Speed stability: the same cells run back to back",
@@ -129,9 +167,42 @@ def write_markdown(path: Path, args: argparse.Namespace, per_run: list[dict[str,
             flag = " (contended)" if (r.get("conditions") or {}).get("contended") else ""
             cells.append(f"{value:.4g}{flag}" if value is not None else r["status"])
         lines.append(f"| {index} | " + " | ".join(cells) + f" | {floor_run['median']:.4g} |")
+    if checks:
+        lines += ["", "## bench compare on real runs", ""]
+        for title, comparison, expected in checks:
+            lines += comparison_lines(title, comparison, expected)
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
+
+
+def run_pair(
+    profile: str, models: str, before: Path, after: Path, executor: str, slow_after: bool = False
+) -> Comparison:
+    """Two back-to-back runs of the same cells; the second with test-slowable slowed when ``slow_after``
+    (its cell keys unchanged, as after a code change). Returns ``bench compare``'s verdict on them."""
+    cells = build_cells({"profile": profile, "models": models, "device": "cpu"})
+    run_cells(cells, before, RunConfig(executor=executor, force=True))
+    previous = os.environ.get("SLOWABLE_SLOW")
+    os.environ["SLOWABLE_SLOW"] = "1" if slow_after else "0"
+    try:
+        run_cells(cells, after, RunConfig(executor=executor, force=True))
+    finally:
+        if previous is None:
+            del os.environ["SLOWABLE_SLOW"]
+        else:
+            os.environ["SLOWABLE_SLOW"] = previous
+    return compare_runs(before, after, THRESHOLD)
+
+
+def use_test_plugin() -> None:
+    """Make the test plugin model test-slowable known here and in every cell process."""
+    from rerankers import registry
+
+    sys.path.insert(0, str(TESTS))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    os.environ[registry.PLUGINS_ENV] = "speed_models"  # the cell processes load it from the environment
+    importlib.import_module("speed_models")  # registers test-slowable here
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")
     parser.add_argument("--executor", default="process", help="inline | process (each cell in a fresh process)")
     parser.add_argument("--floor-seconds", type=float, default=None, help="[3, or 0.3 for the smoke profile]")
+    parser.add_argument("--aa-models", default="all", help="models of the A/A pair of runs ('' to skip the pairs)")
     parser.add_argument("--out", type=Path, default=Path("results/reference"))
     args = parser.parse_args(argv)
     if args.runs < 2:
@@ -159,7 +231,17 @@ def main(argv: list[str] | None = None) -> None:
             latest[record["model"]] = record  # force appends: the last record per model is this run's
         per_run.append({"records": latest})
         print(f"run {index}/{args.runs}: " + ", ".join(f"{m} {r['status']}" for m, r in latest.items()), flush=True)
-    print(write_markdown(args.out / "stability.md", args, per_run, floor))
+    checks = []
+    if args.aa_models:
+        base = args.out / "stability"
+        aa = run_pair(args.profile, args.aa_models, base / "aa-1", base / "aa-2", args.executor)
+        checks.append((f"A/A: two runs of `--models {args.aa_models}`", aa, "no regression"))
+        use_test_plugin()
+        slowed = run_pair(
+            args.profile, "mlp,test-slowable", base / "slow-before", base / "slow-after", args.executor, True
+        )
+        checks.append(("test-slowable made ~20% slower", slowed, "test-slowable's speeds regress, mlp's do not"))
+    print(write_markdown(args.out / "stability.md", args, per_run, floor, checks))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """The stability benchmark at smoke size: it runs, and its table says what the records say."""
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
+import pytest
+
 from bench.records import load_records
+from rerankers import registry
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "stability.py"
 
@@ -15,10 +20,22 @@ def load_script():
     return module
 
 
-def test_stability_runs_the_cells_back_to_back_and_writes_the_table(tmp_path):
+@pytest.fixture
+def restored_plugins(monkeypatch):
+    """The script registers the test plugin model for itself and its cells: undo that afterwards."""
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv(registry.PLUGINS_ENV, os.environ.get(registry.PLUGINS_ENV, ""))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    yield
+    registry.unregister("test-slowable")
+    sys.modules.pop("speed_models", None)
+
+
+def test_stability_runs_the_cells_back_to_back_and_writes_the_table(tmp_path, restored_plugins):
     stability = load_script()
     stability.main(["--profile", "smoke", "--models", "mlp", "--runs", "2", "--executor", "inline",
-                    "--floor-seconds", "0.05", "--out", str(tmp_path)])  # fmt: skip
+                    "--floor-seconds", "0.05", "--aa-models", "mlp", "--out", str(tmp_path)])  # fmt: skip
     runs = [load_records(tmp_path / "stability" / f"run-{i}" / "records.jsonl") for i in (1, 2)]
     assert [len(r) for r in runs] == [1, 1] and all(r[0]["status"] == "ok" for r in runs)
     text = (tmp_path / "stability.md").read_text()
@@ -28,6 +45,9 @@ def test_stability_runs_the_cells_back_to_back_and_writes_the_table(tmp_path):
     assert f"| 2 | {sum(trains) / 2:.4g} | {100 * cv:.1f}%" in row
     assert "Noise floor" in text and "run-to-run CV" in text
     assert "| latency at batch 1, p50 (ms) |" in text
+    assert "### A/A: two runs of `--models mlp`" in text and "### test-slowable made ~20% slower" in text
+    slowed = load_records(tmp_path / "stability" / "slow-after" / "records.jsonl")
+    assert {r["model"] for r in slowed} == {"mlp", "test-slowable"} and all(r["status"] == "ok" for r in slowed)
 
 
 def test_coefficient_of_variation():
