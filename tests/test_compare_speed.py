@@ -3,6 +3,7 @@ is the only regression, contended cells are excused unless asked, and nothing co
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ def slowable_plugin(monkeypatch):
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     yield
     registry.unregister("test-slowable")
+    sys.modules.pop("speed_models", None)
 
 
 def test_a_model_made_slower_is_the_only_regression(tmp_path, slowable_plugin, monkeypatch):
@@ -111,3 +113,13 @@ def test_nothing_to_compare_is_an_error(tmp_path):
     result = invoke("compare", before, other)
     assert result.exit_code == 2 and "nothing to compare" in result.stderr
     assert invoke("compare", before, before, "--threshold", "nan").exit_code == 2
+
+
+def test_two_proportion_test():
+    from scipy import stats
+
+    from bench.stats import two_proportion_p
+
+    assert two_proportion_p(50, 100, 50, 100) == 1.0
+    z = (0.7 - 0.5) / (0.6 * 0.4 * (2 / 100)) ** 0.5
+    assert two_proportion_p(70, 100, 50, 100) == pytest.approx(2 * stats.norm.sf(z))

@@ -23,7 +23,7 @@ FORMER_FILE_KEYS = {
 
 def test_sweep_file_keys_are_unchanged():
     # Later additions: the training settings that TrainConfig always had, reachable since the tuning issue.
-    assert FILE_KEYS == FORMER_FILE_KEYS | {"lr", "amsgrad", "warmup_steps", "select"}
+    assert FILE_KEYS == FORMER_FILE_KEYS | {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout"}
 
 
 def test_axes_keep_the_product_order():
