@@ -19,8 +19,9 @@ class GSF(nn.Module):
     """GSF (Ai et al. 2019): an MLP scores groups of g items jointly; an item's score averages its groups.
 
     The groupwise scoring function takes the user's features and the features of g items
-    (concatenated in group order) and returns g scores, one per member, through one hidden layer
-    per entry of ``hidden_sizes``, each linear + batch norm + ReLU (TF-Ranking's GSF scorer; the
+    (concatenated in group order) and returns g scores, one per member, through ``hidden_layers``
+    hidden layers of widths halving from ``2 * d_model`` (128-64-32 by default; d_model 128 gives
+    TF-Ranking's 256-128-64), each linear + batch norm + ReLU (the references' scorer; the
     first layer's item part is computed once per item and group slot and summed per group: the
     same linear map, cheaper). Batch norm sees only the groups whose members are all real, so
     padding never changes a score. An item's score is the mean of the scores it received over
@@ -39,7 +40,9 @@ class GSF(nn.Module):
     than g real items have no exact group and all their items score 0 (a tie).
 
     Cost per list: O(L g F h_1) for the first layer's item parts, then per group O(g h_1) to sum
-    them + O(sum of h_i h_(i+1)) + O(h_last g). Exact groups grow as L^g (L=10: g=1 10, g=2 90,
+    them + O(sum of h_i h_(i+1)) + O(h_last g). The default widths keep its FLOPs per list near
+    the founding transformer's at the default profile's sizes; TF-Ranking's widths there (d_model
+    128) cost about 3.7 times the transformer's. Exact groups grow as L^g (L=10: g=1 10, g=2 90,
     g=3 720, g=4 5,040); ``max_groups`` caps them at about max_groups, so at a fixed budget the
     cost grows only linearly in g. g=1 is a pointwise MLP.
     """
@@ -49,13 +52,16 @@ class GSF(nn.Module):
         user_dim: int,
         item_dim: int,
         group_size: int = 2,
-        hidden_sizes: tuple[int, ...] = (256, 128, 64),
+        d_model: int = 64,
+        hidden_layers: int = 3,
         max_groups: int = 128,
     ) -> None:
         super().__init__()
-        hidden_sizes = tuple(hidden_sizes)  # a --model-arg list arrives as a list
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ValueError(f"hidden_sizes must be one or more positive widths, got {hidden_sizes}")
+        if hidden_layers < 1:
+            raise ValueError(f"hidden_layers must be at least 1, got {hidden_layers}")
+        # Widths halve from 2 d_model, the shape of the references' scorers: d_model 128 gives
+        # TF-Ranking's 256-128-64, 256 LibRerank's 512-256-128.
+        hidden_sizes = [max(1, 2 * d_model >> layer) for layer in range(hidden_layers)]
         self.group_size, self.max_groups, self.width = group_size, max_groups, hidden_sizes[0]
         # The first layer is linear in the concatenation [user, x_1, ..., x_g], so it is split
         # into a user part and one item part per group slot, computed once per item and summed

@@ -159,14 +159,14 @@ def test_dlcm_reads_the_raw_features_beside_their_expansion():
 
 @pytest.mark.parametrize("group_size", [1, 2, 3])
 def test_gsf_exact_groups_cover_every_real_item_equally(group_size):
-    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, hidden_sizes=[8])
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=group_size, d_model=8)
     groups = model._exact_groups(5, torch.device("cpu"))
     assert groups.shape == (torch.tensor(range(5 - group_size + 1, 6)).prod().item(), group_size)
     assert torch.equal(torch.bincount(groups.flatten(), minlength=5), torch.full((5,), groups.numel() // 5))
 
 
 def test_gsf_samples_groups_beyond_max_groups():
-    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=3, max_groups=12, hidden_sizes=[8])
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, group_size=3, max_groups=12, d_model=8)
     mask = torch.ones(3, 6, dtype=torch.bool)
     mask[0, 4:] = False
     mask[1, 1:] = False  # one real item: shorter than a group
@@ -183,10 +183,17 @@ def test_gsf_samples_groups_beyond_max_groups():
     assert torch.isfinite(scores[mask]).all() and (scores[~mask] == float("-inf")).all()
 
 
+def test_gsf_scorer_widths_halve_with_batch_norm():
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, d_model=128)
+    linear = [model.user_in.out_features] + [m.out_features for m in model.net if isinstance(m, torch.nn.Linear)]
+    assert linear == [256, 128, 64, 2]  # TF-Ranking's scorer, then one score per group member
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.net) == 3
+
+
 def test_gsf_sampled_groups_score_a_list_the_same_at_every_eval_call():
     """Eval groups are a hash of the items' features: the same list scores the same in any batch
     and any storage order (the founding sizes sample past L = 11 at g = 2)."""
-    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, hidden_sizes=[8, 4], max_groups=24).eval()
+    model = rerankers.build_model("gsf", user_dim=3, item_dim=4, d_model=8, max_groups=24).eval()
     batch = lists(rows=5, length=12, seed=4)
     assert math.perm(12, 2) > model.max_groups
     scores = model(batch)
