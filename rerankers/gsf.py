@@ -14,7 +14,11 @@ from rerankers.registry import register
 HASH_SEED = 0x65F  # fixes the projections that turn an item's features into its shuffle keys
 
 
-@register("gsf", permutation_equivariant=True)
+@register(
+    "gsf",
+    permutation_equivariant=True,
+    search_space={"d_model": [32, 64, 128, 256], "group_size": [1, 2, 3], "hidden_layers": [2, 3]},
+)
 class GSF(nn.Module):
     """GSF (Ai et al. 2019): an MLP scores groups of g items jointly; an item's score averages its groups.
 
