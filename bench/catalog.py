@@ -30,6 +30,9 @@ class Metric:
     kind: str
     section: str  # the record's section: "metrics" or "measurements"
     timing: str | None = None  # the record's ``timings`` entry whose samples this value summarises
+    # Ranks the whole candidate list, undisplayed candidates included: not comparable for a model whose
+    # registration says its scores of undisplayed candidates mean nothing (model_properties).
+    ranks_undisplayed: bool = False
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
         """``after`` is worse than ``before`` by more than ``threshold`` (relative) in this metric's direction."""
@@ -45,7 +48,7 @@ _M, _X = "metrics", "measurements"
 _ENTRIES = (
     # quality, over the test split (bench/cell.py:evaluate, bench/metrics.py)
     Metric("slate_acc", "slate accuracy", "", H, "accuracy", _M),
-    Metric("total_acc", "total accuracy (whole candidate list)", "", H, "accuracy", _M),
+    Metric("total_acc", "total accuracy (whole candidate list)", "", H, "accuracy", _M, ranks_undisplayed=True),
     Metric("mrr", "MRR", "", H, "accuracy", _M),
     Metric("regret", "regret (true utility lost)", "", L, "accuracy", _M),
     Metric("ndcg@k", "NDCG@k", "", H, "accuracy", _M),

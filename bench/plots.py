@@ -69,6 +69,8 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
         plt.close(fig)
         written.append((f"{label} vs {AXIS_LABELS[axis]}", name))
 
+    if not {"slate_acc", "infer_samples_per_s"} <= set(ok.columns):  # e.g. only cells that measured nothing
+        return written
     summary = (
         ok.groupby(["model", "point"], sort=False)
         .agg(acc=("slate_acc", "mean"), speed=("infer_samples_per_s", "mean"))

@@ -12,6 +12,7 @@ from bench.tables import (
     AXIS_LABELS,
     AXIS_METRICS,
     CONTENDED_MARK,
+    NOT_COMPARABLE,
     PEAK_MEMORY,
     PRIMARY,
     REFERENCE_MODELS,
@@ -114,6 +115,9 @@ HOW_TO_READ = """\
 - **FLOPs/sample**: matmul FLOPs of one training step (forward + backward) per sample, counted by
   `torch.utils.flop_counter.FlopCounterMode`. **MFU**: achieved training FLOP/s over the device's peak for the
   cell's precision (data-sheet dense peak on GPUs; on CPUs a cached matmul probe).
+- **{not_comparable}** (not comparable): total_acc ranks every candidate, displayed or not; a model whose scores of
+  never-displayed candidates mean nothing (its registration says so, e.g. `prm` and `setrank-init`, whose rank
+  embeddings at ranks no slate displays never train) gets no total_acc figure.
 - Cells that failed show their status (`failed`, `oom`, `timeout`, `diverged`) instead of numbers.
 """
 
@@ -213,7 +217,13 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             )
         lines.append("")
     lines.append(
-        HOW_TO_READ.format(baseline=baseline, alpha=SIGNIFICANCE, unstable=UNSTABLE_MARK, contended=CONTENDED_MARK)
+        HOW_TO_READ.format(
+            baseline=baseline,
+            alpha=SIGNIFICANCE,
+            unstable=UNSTABLE_MARK,
+            contended=CONTENDED_MARK,
+            not_comparable=NOT_COMPARABLE,
+        )
     )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from bench.stats import binomial_interval, is_unstable, mean_interval, paired_se
 PEAK_MEMORY = "peak_memory_mib"
 UNSTABLE_MARK = "~"  # a speed whose 95% interval reaches further than +-5% of its median
 CONTENDED_MARK = "!"  # a speed measured while other work took part of the cell's cores
+NOT_COMPARABLE = "n/c"  # a metric the model's scores cannot support (see ``not_comparable``)
 AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
 AXIS_LABELS = {
     "loss": "loss",
@@ -175,6 +176,24 @@ def speed_text(group: pd.DataFrame, column: str) -> str:
     return _with_interval(value, half) + speed_marks(group, column)
 
 
+def not_comparable(group: pd.DataFrame, metric: str) -> bool:
+    """A whole-candidate-list metric (total_acc) for a model whose scores of never-displayed candidates
+    mean nothing (e.g. PRM's rank embeddings at ranks no slate displays): its value is an artefact."""
+    entry = lookup(metric)
+    if entry is None or not entry.ranks_undisplayed:
+        return False
+    properties = [r.get("model_properties") or {} for r in group["_record"]]
+    return any(p.get("scores_undisplayed_meaningfully") is False for p in properties)
+
+
+def quality_text(group: pd.DataFrame, metric: str) -> str:
+    """A quality cell of a table: mean (± 95% interval), a failure's status, or n/c where not comparable."""
+    if not_comparable(group, metric):
+        return NOT_COMPARABLE
+    mean, half, note = summarize(group, metric)
+    return note if math.isnan(mean) else _with_interval(mean, half, 3)
+
+
 def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
     """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None."""
     a = model[model["status"] == "ok"].set_index("seed")
@@ -263,8 +282,7 @@ def ranking_table(frame: pd.DataFrame) -> pd.DataFrame:
     for model, group in frame.groupby("model", sort=False):
         row: dict[str, Any] = {"model": model}
         for metric in metric_names(frame):
-            mean, half, note = summarize(group, metric)
-            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+            row[metric] = quality_text(group, metric)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -279,8 +297,7 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         params = group["parameters"].dropna() if "parameters" in group else []
         row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
         for metric in metrics:
-            mean, half, note = summarize(group, metric)
-            row[metric] = note if math.isnan(mean) else _with_interval(mean, half, 3)
+            row[metric] = quality_text(group, metric)
         delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
         if delta:
             diff, half, p, _ = delta

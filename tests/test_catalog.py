@@ -44,3 +44,21 @@ def test_compare_follows_each_metric_direction(tmp_path):
     result = runner.invoke(app, ["compare", str(before), str(worse)])
     assert result.exit_code == 1
     assert result.stdout.count("REGRESSION") == 2
+
+
+def test_total_acc_is_not_comparable_for_a_model_whose_undisplayed_scores_mean_nothing(tmp_path):
+    from bench.report import write_report
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for model, meaningful in (("prm", False), ("mlp", True)):
+        record = new_record(CellConfig(model=model, workload=WorkloadConfig(batches=1)))
+        record["model_properties"] = {"scores_undisplayed_meaningfully": meaningful}
+        record["metrics"] = {"slate_acc": 0.8, "total_acc": 0.034 if model == "prm" else 0.44, "test_slates": 100}
+        append_record(run_dir / "records.jsonl", json.loads(json.dumps(record)))
+    report = write_report(run_dir).read_text()
+    ranking = report[report.index("### Ranking metrics") :]
+    prm_row = next(line for line in ranking.splitlines() if line.startswith("| prm"))
+    mlp_row = next(line for line in ranking.splitlines() if line.startswith("| mlp"))
+    assert "n/c" in prm_row and "0.034" not in prm_row
+    assert "0.440" in mlp_row and "n/c" not in mlp_row
