@@ -107,10 +107,11 @@ def test_resume_skips_and_force_reruns_without_rewriting(tmp_path):
 
 def test_torn_line_is_terminated_before_the_next_append(tmp_path):
     path = tmp_path / "records.jsonl"
-    append_record(path, {"key": "a", "n": 1})
+    cell = {"model": "m", "status": "ok", "config": {"workload": {}}}
+    append_record(path, {"key": "a", "n": 1, **cell})
     with open(path, "a") as handle:
         handle.write('{"key": "b", "n"')  # a write cut short by a kill
-    append_record(path, {"key": "c", "n": 3})
+    append_record(path, {"key": "c", "n": 3, **cell})
     with pytest.warns(UserWarning, match="records.jsonl:2"):
         assert [r["key"] for r in load_records(path)] == ["a", "c"]
 
