@@ -32,7 +32,7 @@ def _describe(record: dict[str, Any]) -> str:
     w = c["workload"]
     return (
         f"{record['model']} seed {c['seed']} batch {w['batch_size']} T {w['slate_length']} S {w['candidates']} "
-        f"U {w['user_dim']} F {w['item_dim']}"
+        f"U {w['user_dim']} F {w['item_dim']} [{record['key']}]"  # the key tells apart cells alike in these
     )
 
 
