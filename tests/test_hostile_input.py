@@ -150,6 +150,31 @@ def test_a_cell_without_judged_slates_does_not_stop_the_sweep(tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def letor_lines(queries: int, first_qid: int, relevant: bool = True) -> list[str]:
+    lines = []
+    for q in range(queries):
+        for d in range(6):
+            label = (d % 3) if relevant else 0
+            lines.append(f"{label} qid:{first_qid + q} 1:{0.1 * d + 0.01 * q:.3f} 2:{0.5 - 0.05 * d:.3f} 3:{q % 4}")
+    return lines
+
+
+def test_a_letor_test_split_without_relevant_documents_finishes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("\n".join(letor_lines(40, 1)) + "\n")
+    (data / "vali.txt").write_text("\n".join(letor_lines(10, 100)) + "\n")
+    (data / "test.txt").write_text("\n".join(letor_lines(10, 200, relevant=False)) + "\n")
+    result = invoke(
+        "run", "--models", "mlp", *TINY, "--data", "letor", "--data-path", data, "--out", tmp_path, "--run-id", "r"
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = load_records(tmp_path / "r" / "records.jsonl")
+    assert record["status"] == "ok" and record["metrics"]["judged_slates"] == 0
+    assert record["metrics"]["slate_acc"] is None and "slate_acc n/a" in result.stderr
+    assert (tmp_path / "r" / "report.md").is_file()
+
+
 # --- 2. the output location is checked before any compute ---------------------------------------
 
 
@@ -239,6 +264,8 @@ def test_a_locked_run_directory_is_refused_naming_the_holder(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         result = tiny_run(tmp_path, "--run-id", "r")
         assert_refused(result, f"in use by another bench process (pid {holder.pid})")
+        tune = invoke("tune", "--models", "mlp", *TINY[:-2], "--trials", "1", "--out", tmp_path, "--run-id", "r")
+        assert_refused(tune, f"pid {holder.pid}")
         assert not (run_dir / "records.jsonl").exists() or not load_records(run_dir / "records.jsonl")
     finally:
         holder.kill()
