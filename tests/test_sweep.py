@@ -290,7 +290,10 @@ def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path
     assert "slate_acc" in result.stdout and "train_samples_per_s" in result.stdout
     assert "only in" in result.stdout and "2 regression(s)" in result.stderr
     loose = invoke("compare", sweep_run, worse, "--threshold", "0.6")
-    assert loose.exit_code == 0
+    assert loose.exit_code == 1 and "1 cell(s) of" in loose.stderr  # a cell of A missing from B fails the check
+    (worse / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    loose = invoke("compare", sweep_run, worse, "--threshold", "0.6")
+    assert loose.exit_code == 0, loose.output
 
 
 def test_statistics_helpers():
