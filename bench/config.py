@@ -324,9 +324,9 @@ def validate(cell: CellConfig) -> None:
             value = getattr(group, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 name = f.name.replace("_", "-")
-                if isinstance(value, float) and not math.isfinite(value):
+                if isinstance(value, float) and not math.isfinite(value) and f.name != "initial_noise":
                     raise ConfigError(f"{name} must be a finite number, got {value}")
-                if abs(value) > MAX_SEED:
+                if isinstance(value, int) and abs(value) > MAX_SEED:
                     raise ConfigError(f"{name} is out of range, got {value}")
                 if f.name in ("warmup_steps", "eta", "initial_noise"):
                     if value < 0:

@@ -67,8 +67,8 @@ def noise_level(value: Any) -> float | None:
         level = float(value)
     except ValueError:
         raise ConfigError(f"initial-noise must be a number or inf, got {value!r}") from None
-    if level != level or level < 0:
-        raise ConfigError(f"initial-noise must be a number >= 0 or inf, got {value!r}")
+    if level != level:  # NaN
+        raise ConfigError(f"initial-noise must be a number or inf, got {value!r}")
     return None if level == float("inf") else level
 
 
