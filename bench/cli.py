@@ -158,6 +158,8 @@ def _tune(trials: int | None = None, minutes: float | None = None, **given: Any)
         raise typer.Exit(_interrupt_code()) from None
     try:
         typer.echo(f"tune report: {write_tune_report(run_dir)}")
+    except ConfigError as error:
+        fail(str(error))
     except OSError as error:
         typer.echo(f"error: cannot write the tune report in {run_dir}: {error.strerror or error}", err=True)
         raise typer.Exit(1) from None

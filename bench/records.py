@@ -129,6 +129,11 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
             raise RecordWriteError(error.errno, f"cannot append to {path}: {error.strerror}") from None
 
 
+# The config fields that readers (report, compare) take from every record; every version has written them.
+CONFIG_READ = ("seed", "device", "model_kwargs")
+WORKLOAD_READ = ("batch_size", "slate_length", "candidates", "user_dim", "item_dim")
+
+
 def _record_problem(value: Any) -> str | None:
     """Why a parsed line is not a record this version can use (None when it is one)."""
     if not isinstance(value, dict):
@@ -139,11 +144,17 @@ def _record_problem(value: Any) -> str | None:
         return "a record without a status"
     if not isinstance(value.get("model"), str):
         return "a record without a model name"
-    if not isinstance(value.get("config"), dict) or not isinstance(value["config"].get("workload"), dict):
-        return "a record without its config"
     for section in ("metrics", "measurements"):
         if not isinstance(value.get(section, {}), dict):
             return f"{section} is not an object"
+    config = value.get("config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(g), dict) for g in ("workload", "train")):
+        return "a record without its config"
+    missing = [f"config.{name}" for name in CONFIG_READ if name not in config]
+    missing += [f"config.workload.{name}" for name in WORKLOAD_READ if name not in config["workload"]]
+    missing += [] if "loss" in config["train"] else ["config.train.loss"]
+    if missing:
+        return f"a record whose config lacks {', '.join(missing)}"
     return None
 
 
@@ -226,7 +237,16 @@ class RunLock:
         except OSError as error:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            handle.close()
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                handle.close()
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks
+                warnings.warn(
+                    f"{path}: this file system does not support locks ({error.strerror}); "
+                    "make sure no other run uses this directory",
+                    stacklevel=2,
+                )
+                _held_locks[self.run_dir] = [handle, 1]
+                return self
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise ConfigError(
                     f"run directory {self.run_dir} is in use by another bench process (pid {holder}); "

@@ -435,6 +435,10 @@ def test_a_sweep_path_that_is_a_directory(tmp_path):
         (b'{"status": "ok", "model": "mlp"}', "without a key"),
         (b'{"key": "k", "status": "ok", "model": "mlp", "config": {"workload": {}}, "metrics": null}', "metrics"),
         (b'{"key": "k", "status": "ok", "model": "mlp"}', "without its config"),
+        (
+            b'{"key": "k", "status": "ok", "model": "mlp", "config": {"workload": {}, "train": {}}}',
+            "config lacks config.seed",
+        ),
         (b"\xff\xfe not utf-8", "not UTF-8"),
         (b'{"key": "k", "sta', "incomplete"),
     ],
@@ -614,3 +618,14 @@ def test_report_on_an_unwritable_directory(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench.report, "write_report", full)
     assert_refused(invoke("report", tmp_path / "r"), "cannot write the report")
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    import bench.records
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(bench.records.fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="does not support locks"), RunLock(tmp_path / "r"):
+        pass

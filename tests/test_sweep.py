@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.config import ConfigError
+from bench.config import CellConfig, ConfigError
 from bench.plots import pareto_front
-from bench.records import append_record, load_records
+from bench.records import append_record, load_records, new_record
 from bench.stats import mean_interval, paired_seeds, paired_slates
 from bench.sweep import build_cells
 
@@ -107,11 +107,11 @@ def test_resume_skips_and_force_reruns_without_rewriting(tmp_path):
 
 def test_torn_line_is_terminated_before_the_next_append(tmp_path):
     path = tmp_path / "records.jsonl"
-    cell = {"model": "m", "status": "ok", "config": {"workload": {}}}
-    append_record(path, {"key": "a", "n": 1, **cell})
+    cell = new_record(CellConfig(model="m"))
+    append_record(path, {**cell, "key": "a", "n": 1})
     with open(path, "a") as handle:
         handle.write('{"key": "b", "n"')  # a write cut short by a kill
-    append_record(path, {"key": "c", "n": 3, **cell})
+    append_record(path, {**cell, "key": "c", "n": 3})
     with pytest.warns(UserWarning, match="records.jsonl:2"):
         assert [r["key"] for r in load_records(path)] == ["a", "c"]
 
