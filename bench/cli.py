@@ -393,14 +393,39 @@ def _prepare_letor(workload: WorkloadConfig) -> None:
     console.print("LETOR queries: " + ", ".join(f"{split} {count:,}" for split, count in sizes.items()))
 
 
+# Bytes per parameter while training: fp32 weights, gradients and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
 def _check_constructible(cell: CellConfig) -> None:
-    """Catch bad model options before any cell starts, with the model's own message."""
+    """Catch bad model options before any cell starts, with the model's own message, and a model too large
+    for this machine (counted on the meta device, which allocates nothing)."""
+    import torch
+
+    from bench.config import physical_memory_bytes
     from rerankers import build_model
 
+    def build() -> torch.nn.Module:
+        return build_model(
+            cell.model, user_dim=cell.workload.user_dim, item_dim=cell.workload.item_dim, **cell.model_kwargs
+        )
+
     try:
-        build_model(cell.model, user_dim=cell.workload.user_dim, item_dim=cell.workload.item_dim, **cell.model_kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
-        fail(f"model {cell.model!r} rejects its options {cell.model_kwargs}: {error}")
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in build().parameters())
+    except Exception:  # noqa: BLE001 - the real construction below gives the model's own message
+        parameters = None
+    memory = physical_memory_bytes()
+    if parameters and memory and parameters * TRAINING_BYTES_PER_PARAMETER > memory:
+        fail(
+            f"model {cell.model!r} with options {cell.model_kwargs} has {parameters:,} parameters: training needs "
+            f"about {parameters * TRAINING_BYTES_PER_PARAMETER / 2**30:,.0f} GiB, more than this machine's "
+            f"{memory / 2**30:,.0f} GiB"
+        )
+    try:
+        build()
+    except Exception as error:  # noqa: BLE001 - whatever a constructor raises on bad options is bad input
+        fail(f"model {cell.model!r} rejects its options {cell.model_kwargs}: {type(error).__name__}: {error}")
 
 
 @app.command("list")
