@@ -139,7 +139,7 @@ def _tune(trials: int | None = None, minutes: float | None = None, **given: Any)
 
     def on_trial(record: dict[str, Any]) -> None:
         t = record["tuning"]
-        value = "–" if t["value"] is None else f"{t['value']:.3f}"
+        value = shown(t["value"], ".3f")
         typer.echo(f"{record['model']:<12} trial {t['trial']:>3}  {record['status']:<7} valid slate_acc {value}")
 
     def run_final(final: list[CellConfig], tags: dict[str, Any]) -> None:

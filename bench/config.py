@@ -119,7 +119,7 @@ class CellConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = option(0, "First seed of data, hidden value model and model init [0].", minimum=0, maximum=MAX_SEED)
     device: str = option("cpu", "auto | cpu | cuda  [default: auto]", MEASUREMENT)
-    threads: int = option(0, "CPU threads for torch (0: torch's default).", MEASUREMENT)
+    threads: int = option(0, "CPU threads for torch (0: torch's default).", MEASUREMENT, minimum=0, maximum=4096)
     precision: str = option("fp32", "fp32 | tf32 (CUDA) | bf16 (autocast)  [fp32]", MEASUREMENT)
     compile: bool = option(
         False,
@@ -199,7 +199,9 @@ class RunConfig:
     timeout: float | None = option(
         None, "Per-cell timeout in seconds (process or ray executor).", EXECUTION, minimum=0, exclusive_minimum=True
     )
-    retries: int = option(0, "Ray: retries of a cell whose worker or node was lost [0].", EXECUTION, minimum=0)
+    retries: int = option(
+        0, "Ray: retries of a cell whose worker or node was lost [0].", EXECUTION, minimum=0, maximum=100
+    )
     ray_address: str | None = option(
         None, "Address of a running Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a new local one.", EXECUTION
     )

@@ -411,6 +411,8 @@ def test_bad_sweep_file_values(tmp_path, line, message):
         (["--model-arg", "d_model=NaN"], "d_model must be a finite number"),
         (["--model-arg", "d_model=100000000"], "too large"),
         (["--batches", "100000000000"], "data alone needs about"),
+        (["--threads", "100000"], "threads must be at most 4096"),
+        (["--retries", "1000"], "retries must be at most 100"),
         (["--models", "transformer", "--d-model", "60000"], "parameters: training needs about"),
         (["--models", "transformer", "--model-arg", "nhead=7"], "rejects its options"),
     ],
