@@ -29,7 +29,7 @@ from bench.metrics import (
     total_hits,
     utility_gains,
 )
-from bench.records import environment, json_safe, new_record, pack_bits
+from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_bits
 from bench.stats import timing_summary
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
@@ -108,7 +108,7 @@ def flop_measurements(
 def _status_of(error: BaseException) -> str:
     if isinstance(error, Diverged):
         return "diverged"
-    if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or is_allocation_failure(str(error)):
         return "oom"
     return "failed"
 

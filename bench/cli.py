@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.config import (
     profile,
 )
 from bench.options import OPTIONS, Option, check_settings
+from bench.records import RecordWriteError, RunLock, check_writable
 from bench.runner import run_cells
 
 app = typer.Typer(
@@ -55,6 +57,13 @@ def resolve_device(name: str) -> str:
 
 
 PANELS = (WORKLOAD, MODELS, MEASUREMENT, EXECUTION, OUTPUT)
+
+
+def shown(value: Any, spec: str) -> str:
+    """A number for a progress line; a missing or non-finite one (no judged slate, a diverged loss) is n/a."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
 
 
 def _cli_parameter(option: Option) -> inspect.Parameter:
@@ -97,7 +106,7 @@ def _run(**given: Any) -> None:
     """Train, evaluate and measure every selected model on the same data; write records and a report."""
     run_config, cells, run_dir = _plan(given, "")
     if run_config.dry_run:
-        _print_dry_run(cells, run_dir, run_config.force)
+        _print_dry_run(cells, run_dir, run_config.force, run_config.keep_failed)
         return
     _execute(cells, run_dir, run_config)
 
@@ -120,22 +129,40 @@ def _tune(trials: int | None = None, minutes: float | None = None, **given: Any)
     except ConfigError as error:
         fail(str(error))
     if run_config.dry_run:
-        _print_dry_run(bases, run_dir / "trials", run_config.force)
+        _print_dry_run(bases, run_dir / "trials", run_config.force, run_config.keep_failed)
         return
+    try:
+        check_writable(run_dir)
+        check_writable(run_dir / "trials")
+    except ConfigError as error:
+        fail(str(error))
 
     def on_trial(record: dict[str, Any]) -> None:
         t = record["tuning"]
-        value = "–" if t["value"] is None else f"{t['value']:.3f}"
+        value = shown(t["value"], ".3f")
         typer.echo(f"{record['model']:<12} trial {t['trial']:>3}  {record['status']:<7} valid slate_acc {value}")
 
     def run_final(final: list[CellConfig], tags: dict[str, Any]) -> None:
         run_cells(final, run_dir, run_config, tags=tags)
 
     try:
-        run_tune(bases, run_dir, budget, trial_runner(make_executor(run_config)), run_final, on_trial)
+        with RunLock(run_dir), _sigterm_as_interrupt():
+            run_tune(bases, run_dir, budget, trial_runner(make_executor(run_config)), run_final, on_trial)
     except ConfigError as error:
         fail(str(error))
-    typer.echo(f"tune report: {write_tune_report(run_dir)}")
+    except RecordWriteError as error:
+        typer.echo(f"error: {error.strerror}; the records written so far are whole, re-run to continue", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished trials and cells are recorded in {run_dir}; re-run to continue", err=True)
+        raise typer.Exit(_interrupt_code()) from None
+    try:
+        typer.echo(f"tune report: {write_tune_report(run_dir)}")
+    except ConfigError as error:
+        fail(str(error))
+    except OSError as error:
+        typer.echo(f"error: cannot write the tune report in {run_dir}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None
 
 
 _ordered = sorted(OPTIONS.values(), key=lambda o: PANELS.index(o.panel))
@@ -161,12 +188,16 @@ _tune.__annotations__ = {p.name: p.annotation for p in _tune.__signature__.param
 tune = app.command("tune")(_tune)
 
 
-def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
+def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool, keep_failed: bool = False) -> None:
     from tabulate import tabulate
 
-    from bench.runner import pending_cells
+    from bench.runner import pending_cells, recorded_status
 
-    todo = {c.key() for c in pending_cells(cells, run_dir, force)}
+    try:
+        todo = {c.key() for c in pending_cells(cells, run_dir, force, keep_failed)}
+        status = {} if force else recorded_status(run_dir)
+    except ConfigError as error:
+        fail(str(error))
     rows = [
         (
             c.model,
@@ -178,17 +209,99 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool) -> None:
             c.workload.user_dim,
             c.workload.item_dim,
             c.key(),
-            "run" if c.key() in todo else "recorded",
+            ("run" if c.key() not in status else f"retry ({status[c.key()]})") if c.key() in todo else "recorded",
         )
         for c in cells
     ]
     headers = ["model", "loss", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
     typer.echo(tabulate(rows, headers=headers))
     typer.echo(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already recorded in {run_dir}")
+    _say_retried(cells, todo, run_dir, typer.echo)
+
+
+def _say_retried(cells: list[CellConfig], todo: set[str], run_dir: Path, say: Any) -> None:
+    """Name the cells that are run again because their record is not ok (resume retries them by default)."""
+    from collections import Counter
+
+    from bench.runner import recorded_status
+
+    status = recorded_status(run_dir)
+    again = Counter(status[c.key()] for c in cells if c.key() in todo and c.key() in status)
+    if again:
+        listed = ", ".join(f"{n} {s}" for s, n in sorted(again.items()))
+        say(f"retrying {sum(again.values())} cell(s) recorded as not ok ({listed}); --keep-failed keeps them")
+
+
+_interrupted_by: list[int] = []  # the signal that interrupted the run (SIGINT or SIGTERM)
+
+
+def _interrupt_code() -> int:
+    return 128 + (_interrupted_by[-1] if _interrupted_by else signal.SIGINT)
+
+
+class _sigterm_as_interrupt:  # noqa: N801 - used as a context manager, like a function
+    """While running, SIGTERM (a supervisor, `kill`, a batch system's stop) does what Ctrl-C does."""
+
+    def __enter__(self) -> None:
+        _interrupted_by.clear()
+
+        def interrupt(number: int, frame: Any) -> None:
+            _interrupted_by.append(number)
+            raise KeyboardInterrupt
+
+        self.previous = signal.signal(signal.SIGTERM, interrupt)
+        self.previous_int = signal.signal(signal.SIGINT, interrupt)
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+        signal.signal(signal.SIGINT, self.previous_int)
+
+
+def _safe_report(run_dir: Path, baseline: str, console: Any) -> Path | None:
+    """The report, or None with one line saying why it could not be written (the records are kept)."""
+    from bench.report import write_report
+
+    try:
+        return write_report(run_dir, baseline)
+    except (OSError, ConfigError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        console.print(f"error: cannot write the report in {run_dir}: {reason} (the records are kept)")
+        return None
 
 
 def _execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> None:
     from rich.console import Console
+
+    from bench.runner import pending_cells
+
+    console = Console(stderr=True)
+    try:  # everything that could stop the run is checked before any compute
+        check_writable(run_dir)
+        lock = RunLock(run_dir)
+        lock.__enter__()
+    except ConfigError as error:
+        fail(str(error))
+    try:
+        try:
+            todo = {c.key() for c in pending_cells(cells, run_dir, run_config.force, run_config.keep_failed)}
+        except ConfigError as error:
+            fail(str(error))
+        _say_retried(cells, todo, run_dir, console.print)
+        summary = _run_with_progress(cells, run_dir, run_config, console)
+    finally:
+        lock.__exit__(None, None, None)
+    if summary.skipped:
+        console.print(f"skipped {summary.skipped} cell(s) already recorded in {run_dir} (--force re-runs them)")
+    report = _safe_report(run_dir, run_config.baseline, console)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
+    typer.echo(f"ran {summary.ran} cell(s): {statuses}")
+    typer.echo(f"records: {run_dir / 'records.jsonl'}")
+    typer.echo(f"report:  {report}")
+    if report is None or sum(n for s, n in summary.statuses.items() if s != "ok"):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(cells: list[CellConfig], run_dir: Path, run_config: RunConfig, console: Any) -> Any:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -199,10 +312,7 @@ def _execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> N
     )
 
     from bench.executor import Progress as CellProgress
-    from bench.report import write_report
 
-    baseline = run_config.baseline
-    console = Console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -229,8 +339,8 @@ def _execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> N
             progress.update(
                 current,
                 completed=event.epoch,
-                description=f"  epoch {event.epoch}/{cell.train.epochs} loss {event.loss:.4f} "
-                f"valid slate_acc {event.valid_slate_acc:.3f}",
+                description=f"  epoch {event.epoch}/{cell.train.epochs} loss {shown(event.loss, '.4f')} "
+                f"valid slate_acc {shown(event.valid_slate_acc, '.3f')}",
             )
 
         def on_done(record: dict[str, Any]) -> None:
@@ -239,28 +349,37 @@ def _execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> N
             where = f"seed {record['config']['seed']} batch {w['batch_size']} T {w['slate_length']}"
             if record["status"] == "ok":
                 progress.console.print(
-                    f"{record['model']:<12} {where}  ok  slate_acc {m['slate_acc']:.3f}  "
-                    f"train {x.get('train_samples_per_s') or 0:,.0f} samples/s  wall {x['wall_seconds']:.1f}s"
+                    f"{record['model']:<12} {where}  ok  slate_acc {shown(m.get('slate_acc'), '.3f')}  "
+                    f"train {shown(x.get('train_samples_per_s') or 0, ',.0f')} samples/s  "
+                    f"wall {shown(x.get('wall_seconds'), '.1f')}s"
                 )
             else:
                 progress.console.print(f"{record['model']:<12} {where}  {record['status']}: {record['error']}")
 
         try:
-            summary = run_cells(cells, run_dir, run_config, on_progress, on_done)
+            with _sigterm_as_interrupt():
+                return run_cells(cells, run_dir, run_config, on_progress, on_done)
         except KeyboardInterrupt:
             progress.stop()
-            report = write_report(run_dir, baseline) if (run_dir / "records.jsonl").exists() else None
-            console.print(f"interrupted: finished cells are recorded in {run_dir}; report so far: {report}")
-            raise typer.Exit(130) from None
-    if summary.skipped:
-        console.print(f"skipped {summary.skipped} cell(s) already recorded in {run_dir} (--force re-runs them)")
-    report = write_report(run_dir, baseline)
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
-    typer.echo(f"ran {summary.ran} cell(s): {statuses}")
-    typer.echo(f"records: {run_dir / 'records.jsonl'}")
-    typer.echo(f"report:  {report}")
-    if sum(n for s, n in summary.statuses.items() if s != "ok"):
-        raise typer.Exit(1)
+            report = _safe_report(run_dir, run_config.baseline, console) if _has_records(run_dir) else None
+            how = "terminated (SIGTERM)" if _interrupt_code() == 128 + signal.SIGTERM else "interrupted"
+            console.print(f"{how}: finished cells are recorded in {run_dir}; report so far: {report}")
+            raise typer.Exit(_interrupt_code()) from None
+        except RecordWriteError as error:
+            progress.stop()
+            console.print(
+                f"error: {error.strerror}; the records file is whole (the cell that could not be recorded is "
+                f"lost; re-run to compute it once there is room)"
+            )
+            raise typer.Exit(1) from None
+        except ConfigError as error:
+            progress.stop()
+            fail(str(error))
+
+
+def _has_records(run_dir: Path) -> bool:
+    path = run_dir / "records.jsonl"
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _prepare_letor(workload: WorkloadConfig) -> None:
@@ -274,14 +393,39 @@ def _prepare_letor(workload: WorkloadConfig) -> None:
     console.print("LETOR queries: " + ", ".join(f"{split} {count:,}" for split, count in sizes.items()))
 
 
+# Bytes per parameter while training: fp32 weights, gradients and Adam's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
 def _check_constructible(cell: CellConfig) -> None:
-    """Catch bad model options before any cell starts, with the model's own message."""
+    """Catch bad model options before any cell starts, with the model's own message, and a model too large
+    for this machine (counted on the meta device, which allocates nothing)."""
+    import torch
+
+    from bench.config import physical_memory_bytes
     from rerankers import build_model
 
+    def build() -> torch.nn.Module:
+        return build_model(
+            cell.model, user_dim=cell.workload.user_dim, item_dim=cell.workload.item_dim, **cell.model_kwargs
+        )
+
     try:
-        build_model(cell.model, user_dim=cell.workload.user_dim, item_dim=cell.workload.item_dim, **cell.model_kwargs)
-    except (TypeError, ValueError, AssertionError) as error:
-        fail(f"model {cell.model!r} rejects its options {cell.model_kwargs}: {error}")
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in build().parameters())
+    except Exception:  # noqa: BLE001 - the real construction below gives the model's own message
+        parameters = None
+    memory = physical_memory_bytes()
+    if parameters and memory and parameters * TRAINING_BYTES_PER_PARAMETER > memory:
+        fail(
+            f"model {cell.model!r} with options {cell.model_kwargs} has {parameters:,} parameters: training needs "
+            f"about {parameters * TRAINING_BYTES_PER_PARAMETER / 2**30:,.0f} GiB, more than this machine's "
+            f"{memory / 2**30:,.0f} GiB"
+        )
+    try:
+        build()
+    except Exception as error:  # noqa: BLE001 - whatever a constructor raises on bad options is bad input
+        fail(f"model {cell.model!r} rejects its options {cell.model_kwargs}: {type(error).__name__}: {error}")
 
 
 @app.command("list")
@@ -317,12 +461,30 @@ def report(
     baseline: str = typer.Option("mlp", help="Model the report compares the others with."),
 ) -> None:
     """Rebuild report.md from the run's records alone."""
-    from bench.records import RECORDS_FILE
+    from bench.records import RECORDS_FILE, latest_records
     from bench.report import write_report
+    from rerankers import UnknownModelError, get_spec
+    from rerankers.registry import did_you_mean
 
     if not (run_dir / RECORDS_FILE).is_file():
         fail(f"{run_dir} has no {RECORDS_FILE}")
-    typer.echo(f"report: {write_report(run_dir, baseline)}")
+    try:
+        models = {r["model"] for r in latest_records(run_dir)}
+        if baseline not in models:
+            try:
+                get_spec(baseline)  # a registered model that this run lacks: the report says so
+            except UnknownModelError:
+                known = sorted(models)
+                fail(
+                    f"baseline {baseline!r} is neither a model of this run nor a registered one"
+                    f"{did_you_mean(baseline, known)} (this run: {', '.join(known) or 'no records'})"
+                )
+        path = write_report(run_dir, baseline)
+    except ConfigError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot write the report in {run_dir}: {error.strerror or error} (the records are untouched)")
+    typer.echo(f"report: {path}")
 
 
 @app.command()
@@ -335,9 +497,9 @@ def compare(
     ),
     show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
 ) -> None:
-    """Per-cell changes of every metric; exits 1 on a regression: worse beyond the threshold and significant
-    (speeds: Mann-Whitney U on the timing samples; slate_acc: McNemar or two-proportion), 2 when nothing
-    could be compared."""
+    """Per-cell changes of every metric; exits 1 on a regression (worse beyond the threshold and significant:
+    speeds by Mann-Whitney U on the timing samples, slate_acc by McNemar or two-proportion), and when nothing
+    was compared or cells of the reference are missing from the run checked."""
     from tabulate import tabulate
 
     from bench.compare import ALPHA, compare_runs
@@ -346,9 +508,12 @@ def compare(
     for run_dir in (run_a, run_b):
         if not (run_dir / RECORDS_FILE).is_file():
             fail(f"{run_dir} has no {RECORDS_FILE}")
-    if not math.isfinite(threshold) or threshold < 0:
+    if not (math.isfinite(threshold) and threshold >= 0):
         fail(f"threshold must be a finite number >= 0, got {threshold}")
-    result = compare_runs(run_a, run_b, threshold, include_contended)
+    try:
+        result = compare_runs(run_a, run_b, threshold, include_contended)
+    except ConfigError as error:
+        fail(str(error))
     shown = [c for c in result.changes if c.flagged or show_all]
     if shown:
         rows = [
@@ -379,7 +544,15 @@ def compare(
         typer.echo(f"{result.regressions} regression(s)", err=True)
         raise typer.Exit(1)
     if not result.compared_cells:
-        fail(f"nothing to compare: no cell of {run_b} is ok in both runs with a value to compare")
+        typer.echo(
+            f"error: nothing was compared: no cell of {run_a} has values in both runs (disjoint runs, or records "
+            "without metrics); a check that compares nothing cannot pass",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if result.only_a:
+        typer.echo(f"{len(result.only_a)} cell(s) of {run_a} are missing from {run_b}", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

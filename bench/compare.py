@@ -78,7 +78,8 @@ def describe(record: dict[str, Any]) -> str:
     w = c["workload"]
     return (
         f"{record['model']} seed {c['seed']} batch {w['batch_size']} T {w['slate_length']} S {w['candidates']} "
-        f"U {w['user_dim']} F {w['item_dim']} loss {c['train']['loss']} [{record['key'][:8]}]"
+        # the key tells apart cells alike in everything shown
+        f"U {w['user_dim']} F {w['item_dim']} loss {c['train']['loss']} [{record['key']}]"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ def option(default: Any = None, help: str = "", panel: str = WORKLOAD, **declara
 
     ``declaration`` takes ``axis`` (rank in the sweep's product order: a comma list of values is a sweep axis),
     ``flags`` (CLI spellings; default ``--the-name``), ``in_file`` (False: command line only),
-    ``allow_inf`` (a float that may be inf) and ``factory`` (a default factory instead of ``default``).
+    ``allow_inf`` (a float that may be inf), ``minimum``/``maximum`` (the range of every value, checked with its
+    type before anything runs) and ``factory`` (a default factory instead of ``default``).
     """
     factory = declaration.pop("factory", None)
     metadata = {"option": {"help": help, "panel": panel, **declaration}}
@@ -40,6 +42,8 @@ def option(default: Any = None, help: str = "", panel: str = WORKLOAD, **declara
 
 
 LIST_HELP = "Comma list: each value is a sweep axis point."
+MAX_SEED = 2**63 - 1  # seeds feed torch and numpy generators, which take 64-bit values
+MAX_WIDTH = 65536  # the widest model width an option may ask for (a 65536^2 weight is already 16 GiB)
 
 
 @dataclass(frozen=True)
@@ -114,9 +118,9 @@ class CellConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    seed: int = option(0, "First seed of data, hidden value model and model init [0].")
+    seed: int = option(0, "First seed of data, hidden value model and model init [0].", minimum=0, maximum=MAX_SEED)
     device: str = option("cpu", "auto | cpu | cuda  [default: auto]", MEASUREMENT)
-    threads: int = option(0, "CPU threads for torch (0: torch's default).", MEASUREMENT)
+    threads: int = option(0, "CPU threads for torch (0: torch's default).", MEASUREMENT, minimum=0, maximum=4096)
     precision: str = option("fp32", "fp32 | tf32 (CUDA) | bf16 (autocast)  [fp32]", MEASUREMENT)
     compile: bool = option(
         False,
@@ -184,9 +188,9 @@ class SweepConfig:
 
     models: str = option("all", "'all', a comma list of names, or glob patterns (prm*).", MODELS, axis=0)
     profile: str = option("default", "seed | default | smoke", WORKLOAD, flags=("--profile",))
-    seeds: int = option(1, "Number of seeds (seed, seed+1, ...) [1].")
-    candidate_ratio: float | None = option(None, "S / T when --candidates is not given [profile's].")
-    d_model: int | None = option(None, "Model width, for every model that has one.", MODELS)
+    seeds: int = option(1, "Number of seeds (seed, seed+1, ...) [1].", maximum=100_000)
+    candidate_ratio: float | None = option(None, "S / T when --candidates is not given [profile's].", minimum=1)
+    d_model: int | None = option(None, "Model width, for every model that has one.", MODELS, maximum=MAX_WIDTH)
     model_arg: list[str] = option(
         help="KEY=VALUE model option (repeatable), e.g. num_layers=4.", panel=MODELS, factory=list
     )
@@ -203,8 +207,12 @@ class RunConfig:
         "Deprecated alias: local (= process).",
         EXECUTION,
     )
-    timeout: float | None = option(None, "Per-cell timeout in seconds (process or ray executor).", EXECUTION)
-    retries: int = option(0, "Ray: retries of a cell whose worker or node was lost [0].", EXECUTION)
+    timeout: float | None = option(
+        None, "Per-cell timeout in seconds (process or ray executor).", EXECUTION, minimum=0, exclusive_minimum=True
+    )
+    retries: int = option(
+        0, "Ray: retries of a cell whose worker or node was lost [0].", EXECUTION, minimum=0, maximum=100
+    )
     ray_address: str | None = option(
         None, "Address of a running Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a new local one.", EXECUTION
     )
@@ -218,6 +226,13 @@ class RunConfig:
         in_file=False,
     )
     force: bool = option(False, "Re-run cells that are already recorded.", OUTPUT, in_file=False)
+    keep_failed: bool = option(
+        False,
+        "On resume, keep cells recorded as failed, oom, timeout, killed or diverged instead of re-running them "
+        "(by default only ok cells are skipped).",
+        OUTPUT,
+        in_file=False,
+    )
     dry_run: bool = option(False, "List the cells and exit.", OUTPUT, in_file=False)
 
     def __post_init__(self) -> None:
@@ -228,6 +243,10 @@ class RunConfig:
             raise ConfigError(f"retries must be >= 0, got {self.retries}")
         if self.ray_cpus is not None and self.ray_cpus <= 0:
             raise ConfigError(f"ray-cpus must be positive, got {self.ray_cpus}")
+        if self.timeout is not None and self.executor == "inline":
+            raise ConfigError("--timeout needs the process or ray executor (an inline cell cannot be stopped)")
+        if self.run_id is not None:
+            check_run_id(self.run_id)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> RunConfig:
@@ -247,6 +266,22 @@ class RunConfig:
 
 
 ISOLATIONS = ("process", "none")  # the deprecated --isolation switch
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names one directory inside --out: no separators, no '.'/'..', nothing hidden or empty."""
+    if (
+        not run_id.strip()
+        or run_id in (".", "..")
+        or "/" in run_id
+        or "\\" in run_id
+        or "\0" in run_id
+        or run_id.startswith(".")
+        or len(run_id.encode()) > 200
+    ):
+        raise ConfigError(
+            f"--run-id must be a plain directory name inside --out (no '/', '..' or leading '.'), got {run_id!r}"
+        )
 
 
 # (path in to_dict(), value that means "as before the field existed")
@@ -303,6 +338,10 @@ def validate(cell: CellConfig) -> None:
             value = getattr(group, f.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 name = f.name.replace("_", "-")
+                if isinstance(value, float) and not math.isfinite(value) and f.name != "initial_noise":
+                    raise ConfigError(f"{name} must be a finite number, got {value}")
+                if isinstance(value, int) and abs(value) > MAX_SEED:
+                    raise ConfigError(f"{name} is out of range, got {value}")
                 if f.name in ("warmup_steps", "eta", "initial_noise"):
                     if value < 0:
                         raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -329,9 +368,39 @@ def validate(cell: CellConfig) -> None:
     _choice("cpu dropout", cell.cpu_dropout, CPU_DROPOUTS)
     if cell.threads < 0:
         raise ConfigError(f"threads must be >= 0, got {cell.threads}")
+    if not 0 <= cell.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {cell.seed}")
     for name, value in cell.model_kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"model option {name} must be a finite number, got {value}")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"model option {name} must be positive, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_WIDTH:
+            raise ConfigError(f"model option {name} is too large ({value} > {MAX_WIDTH})")
+    _check_data_fits(cell)
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_data_fits(cell: CellConfig) -> None:
+    """Refuse a synthetic workload whose data alone would not fit in this machine's memory."""
+    w = cell.workload
+    memory = physical_memory_bytes()
+    if w.data != "synthetic" or memory is None:
+        return
+    lists = w.batch_size * w.batches + w.valid_slates + w.test_slates
+    per_list = w.candidates * (w.item_dim + 3) + w.user_dim + 3 * w.slate_length  # items, utility, mask, slate
+    need = 4 * lists * per_list
+    if need > memory:
+        raise ConfigError(
+            f"the workload's data alone needs about {need / 2**30:,.1f} GiB, more than this machine's "
+            f"{memory / 2**30:,.1f} GiB (batch-size x batches, test/valid slates, candidates x item-dim)"
+        )
 
 
 SELECTIONS = ("last", "best")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from bench.config import CellConfig
-from bench.records import new_record
+from bench.records import is_allocation_failure, new_record
 from bench.train import EpochCallback
 
 
@@ -42,9 +44,61 @@ def timeout_record(cell: CellConfig, timeout: float) -> dict[str, Any]:
     return new_record(cell, "timeout", f"cell exceeded the per-cell timeout of {timeout:g} s")
 
 
-def worker_lost_record(cell: CellConfig, cause: str, oom: bool) -> dict[str, Any]:
-    """A cell whose process (or Ray worker) died before it could write its own record."""
-    return new_record(cell, "oom" if oom else "failed", cause)
+def worker_lost_record(cell: CellConfig, cause: str, oom: bool, killed: bool = False) -> dict[str, Any]:
+    """A cell whose process (or Ray worker) died before it could write its own record.
+
+    ``oom`` only with evidence (an allocation failure in its output, the kernel's OOM-kill counter);
+    ``killed``: ended by a signal from outside (kill -9, SIGTERM) without such evidence; else ``failed``.
+    """
+    return new_record(cell, "oom" if oom else "killed" if killed else "failed", cause)
+
+
+# Signals that end a process from outside (an operator, a supervisor, the OOM killer), not a crash of its own.
+EXTERNAL_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+
+
+def oom_kill_counts() -> dict[str, int]:
+    """The kernel's OOM-kill counters that can see this process's workers: system-wide (/proc/vmstat) and this
+    process's memory cgroup and its parents (v2 memory.events, v1 memory.oom_control). Missing ones are left out."""
+    counts: dict[str, int] = {}
+
+    def read(path: Path, field: str = "oom_kill") -> None:
+        try:
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == field:
+                    counts[str(path)] = int(value)
+        except (OSError, ValueError):
+            pass
+
+    read(Path("/proc/vmstat"))
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, where = parts
+        if controllers == "":
+            base, name = Path("/sys/fs/cgroup"), "memory.events"
+        elif "memory" in controllers.split(","):
+            base, name = Path("/sys/fs/cgroup/memory"), "memory.oom_control"
+        else:
+            continue
+        group = Path(where)
+        for parent in (group, *group.parents):
+            read(base / parent.relative_to("/") / name)
+    return counts
+
+
+def oom_evidence(before: dict[str, int], after: dict[str, int]) -> str | None:
+    """Which OOM-kill counter went up between two readings, if any."""
+    for source, count in after.items():
+        if count > before.get(source, count):
+            return f"{source} oom_kill {before[source]} -> {count}"
+    return None
 
 
 class InlineExecutor:
@@ -92,6 +146,7 @@ class ProcessExecutor:
             receiver, sender = context.Pipe(duplex=False)
             worker = context.Process(target=run_forked, args=(sender, cell.to_dict(), dict(os.environ), log.name))
             deadline = time.monotonic() + self.timeout if self.timeout else None
+            oom_before = oom_kill_counts()
             record, timed_out = None, False
             try:
                 worker.start()
@@ -124,4 +179,10 @@ class ProcessExecutor:
             tail = log.read()[-2000:].strip()
             code = worker.exitcode or 0
             cause = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            return worker_lost_record(cell, f"worker {cause}: {tail}", oom=code == -9)  # the OOM killer sends SIGKILL
+            # The OOM killer sends SIGKILL, but so does an operator: oom needs evidence.
+            evidence = oom_evidence(oom_before, oom_kill_counts()) if code == -signal.SIGKILL else None
+            oom = evidence is not None or is_allocation_failure(tail)
+            killed = code < 0 and -code in EXTERNAL_SIGNALS
+            if evidence:
+                cause += f" (kernel OOM kill: {evidence})"
+            return worker_lost_record(cell, f"worker {cause}: {tail}", oom=oom, killed=killed)

@@ -22,8 +22,9 @@ and clipped to +-CLIP.
 
 Parsing uses scikit-learn's svmlight reader in chunks (a progress line per chunk for large
 files); the parsed arrays are cached in ``.rerank-bench-cache/`` next to each file, keyed
-by the file's size and modification time. Bad files raise ``LetorError`` (a ``ConfigError``)
-naming the file and line.
+by a hash of the file's content (a cache that cannot be read is parsed again). Bad files raise
+``LetorError`` (a ``ConfigError``) naming the file and line; feature ids above MAX_FEATURE_ID and
+qids outside 64-bit integers are refused.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from rerankers import SlateBatch
 
 SPLIT_FILES = {"train": ("train.txt",), "valid": ("vali.txt", "valid.txt"), "test": ("test.txt",)}
 CACHE_DIR = ".rerank-bench-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed on a hash of the content instead of size and modification time
+MAX_FEATURE_ID = 1_000_000  # MSLR has 136 features, Istella 220, Yahoo 700: a larger id is a broken file
+INT64_MAX = 2**63 - 1
 CHUNK_BYTES = 32 * 1024 * 1024
 CLIP = 10.0
 RIDGE_ALPHA = 1.0
@@ -112,9 +115,11 @@ def _line_problem(raw: bytes) -> str | None:
     if len(tokens) < 2 or not tokens[1].startswith(b"qid:"):
         return "missing qid (expected 'label qid:<id> feature:value ...')"
     try:
-        int(tokens[1][4:])
+        qid = int(tokens[1][4:])
     except ValueError:
         return f"qid {tokens[1][4:].decode(errors='replace')!r} is not an integer"
+    if not -INT64_MAX - 1 <= qid <= INT64_MAX:
+        return f"qid {qid} is out of range (a 64-bit integer)"
     previous = -1
     for token in tokens[2:]:
         index, sep, value = token.partition(b":")
@@ -126,6 +131,8 @@ def _line_problem(raw: bytes) -> str | None:
             return f"malformed feature {shown!r} (expected id:value)"
         if not sep or number < 0:
             return f"malformed feature {shown!r} (expected id:value)"
+        if number > MAX_FEATURE_ID:
+            return f"feature id {number} is beyond {MAX_FEATURE_ID:,} (a broken file?)"
         if number <= previous:
             return f"feature ids must increase along a line ({shown!r} after id {previous})"
         previous = number
@@ -152,7 +159,7 @@ def _parse(path: Path, progress: Progress | None) -> ParsedFile:
                 chunk += handle.readline()
             try:
                 X, y, q = load_svmlight_file(io.BytesIO(chunk), dtype=np.float32, zero_based=True, query_id=True)
-            except ValueError as error:
+            except (ValueError, OverflowError) as error:
                 raise _locate(path, chunk, first_line, str(error)) from None
             if len(q) != len(y):  # the reader silently drops a missing qid
                 raise _locate(path, chunk, first_line, "a line has no qid")
@@ -169,24 +176,81 @@ def _parse(path: Path, progress: Progress | None) -> ParsedFile:
     width = max(m.shape[1] for m in matrices)
     for m in matrices:
         m.resize((m.shape[0], width))
+    if width > MAX_FEATURE_ID + 1:
+        line = _first_line_where(path, lambda raw: _feature_ids(raw, MAX_FEATURE_ID + 1))
+        raise LetorError(
+            f"{path}{_at(line)}: feature id {width - 1:,} is beyond {MAX_FEATURE_ID:,} "
+            "(each cell would hold that many feature columns; a broken file?)"
+        )
     features = sp.vstack(matrices, format="csr")
     if not np.isfinite(features.data).all() or not np.isfinite(y).all():
-        raise LetorError(f"{path}: contains a non-finite value (nan or inf)")
+        line = _first_line_where(path, _has_non_finite)
+        raise LetorError(f"{path}{_at(line)}: contains a non-finite value (nan or inf)")
     return ParsedFile(features, y, np.concatenate(qids), path)
 
 
+def _at(line: int | None) -> str:
+    return f", line {line}" if line else ""
+
+
+def _first_line_where(path: Path, test: Callable[[bytes], bool]) -> int | None:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if test(raw):
+                return number
+    return None
+
+
+def _feature_ids(raw: bytes, at_least: int) -> bool:
+    tokens = raw.split(b"#", 1)[0].split()
+    return any(int(t.partition(b":")[0]) >= at_least for t in tokens[2:] if t.partition(b":")[0].isdigit())
+
+
+def _has_non_finite(raw: bytes) -> bool:
+    tokens = raw.split(b"#", 1)[0].split()
+    values = tokens[:1] + [t.partition(b":")[2] for t in tokens[2:]]
+    try:
+        return not all(np.isfinite(float(v)) for v in values)
+    except ValueError:
+        return False
+
+
+def content_hash(path: Path) -> str:
+    """A hash of the file's bytes: the cache's key (size and modification time can stay while content changes)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _cache_path(path: Path) -> Path:
-    stat = path.stat()
-    return path.parent / CACHE_DIR / f"{path.name}.{stat.st_size}-{stat.st_mtime_ns}.v{CACHE_VERSION}.npz"
+    return path.parent / CACHE_DIR / f"{path.name}.{content_hash(path)}.v{CACHE_VERSION}.npz"
+
+
+def _read_cache(cache: Path, path: Path) -> ParsedFile:
+    with np.load(cache) as z:
+        features = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        labels, qid = z["labels"], z["qid"]
+    if not (len(labels) == len(qid) == features.shape[0]):
+        raise ValueError("arrays of different lengths")
+    return ParsedFile(features, labels, qid, path)
 
 
 def read_file(path: Path, progress: Progress | None = None) -> ParsedFile:
-    """Parsed arrays of one file, from the cache next to it when the file has not changed."""
-    cache = _cache_path(path)
+    """Parsed arrays of one file, from the cache next to it when the file's content has not changed."""
+    try:
+        cache = _cache_path(path)
+    except OSError as error:
+        raise LetorError(f"{path}: cannot read: {error.strerror or error}") from None
     if cache.is_file():
-        with np.load(cache) as z:
-            features = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            return ParsedFile(features, z["labels"], z["qid"], path)
+        try:
+            return _read_cache(cache, path)
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign cache file: parse the data again
+            if progress is not None:
+                progress(f"ignoring the unreadable cache {cache} ({type(error).__name__}); parsing {path.name}")
     parsed = _parse(path, progress)
     try:
         cache.parent.mkdir(exist_ok=True)
@@ -212,12 +276,7 @@ def read_file(path: Path, progress: Progress | None = None) -> ParsedFile:
 
 
 def _first_line_with_feature_beyond(path: Path, width: int) -> int | None:
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            tokens = raw.split(b"#", 1)[0].split()
-            if any(int(t.partition(b":")[0]) >= width for t in tokens[2:]):
-                return number
-    return None
+    return _first_line_where(path, lambda raw: _feature_ids(raw, width))
 
 
 def read_splits(data_path: str, progress: Progress | None = None) -> dict[str, ParsedFile]:

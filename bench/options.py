@@ -40,6 +40,9 @@ class Option:
     repeatable: bool = False  # a list of values given by repeating the flag
     in_file: bool = True  # may be a sweep-file key
     allow_inf: bool = False
+    minimum: float | None = None  # every value >= minimum (> with exclusive_minimum)
+    exclusive_minimum: bool = False
+    maximum: float | None = None
     default: Any = None
 
     @property
@@ -105,8 +108,28 @@ def _check_one(option: Option, value: Any) -> None:
         ok = isinstance(value, (str, Path))
     if not ok:
         raise ConfigError(f"{option.label} expects {_type_name(kind)}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value) and not (option.allow_inf and value == math.inf):
+    if isinstance(value, float) and not math.isfinite(value):
+        if option.allow_inf and value == math.inf:
+            return
         raise ConfigError(f"{option.label} must be a finite number, got {value!r}")
+    _check_range(option, value)
+
+
+INT_LIMIT = 2**63 - 1  # what torch and numpy take as an integer
+
+
+def _check_range(option: Option, value: Any) -> None:
+    """The declared range of a number (and, for every integer, what a 64-bit integer holds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = option.minimum, option.maximum
+    if low is not None and (value <= low if option.exclusive_minimum else value < low):
+        wanted = "positive" if option.exclusive_minimum and low == 0 else f"at least {low:g}"
+        raise ConfigError(f"{option.label} must be {wanted}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{option.label} must be at most {high:g}, got {value!r}")
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        raise ConfigError(f"{option.label} is out of range (a 64-bit integer), got {value!r}")
 
 
 def check_value(name: str, value: Any) -> Any:

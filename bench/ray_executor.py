@@ -23,6 +23,33 @@ def require_ray():
     return ray
 
 
+CONNECT_TIMEOUT_S = 15.0  # how long a --ray-address may take to answer before the run is refused
+
+
+def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A ConfigError, before anything runs, when ``host:port`` of a Ray cluster does not accept a connection.
+
+    ``ray.init`` itself retries an unreachable address for minutes; ``auto`` and a new local cluster are not
+    checked here.
+    """
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    import socket
+
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({reason}); is it running?"
+        ) from None
+
+
 def _run_cell_task(cell_dict: dict[str, Any]) -> dict[str, Any]:
     from bench.cell import run_cell
 
@@ -48,6 +75,7 @@ def run_on_ray(
     env = {"RERANK_BENCH_PLUGINS": plugins} if plugins else {}
     started_here = not ray.is_initialized()
     if started_here:
+        check_reachable(address)
         ray.init(
             address=address,
             num_cpus=num_cpus if address is None else None,

@@ -7,6 +7,8 @@ field changes meaning.
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -20,10 +22,21 @@ import numpy as np
 import torch
 
 from bench.config import CellConfig
+from bench.errors import ConfigError
 
 SCHEMA_VERSION = 2  # 2: timings, conditions, per-phase memory and the cpu dropout (README, Record schema)
-STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "pruned")  # pruned: a tuning trial stopped early
+# Every status a record can carry, each only with evidence: oom needs an allocation failure or the kernel's OOM
+# counter; killed is a worker ended by a signal without such evidence; pruned is a tuning trial stopped early.
+STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "killed", "pruned")
 RECORDS_FILE = "records.jsonl"
+# Messages of an allocation that failed: CUDA's and torch's CPU allocator, the C library, Python.
+ALLOCATION_FAILURES = ("out of memory", "can't allocate memory", "cannot allocate memory", "memoryerror")
+
+
+def is_allocation_failure(text: str) -> bool:
+    """Whether an error text (or a worker's log) says that an allocation failed: evidence of ``oom``."""
+    lowered = text.lower()
+    return any(message in lowered for message in ALLOCATION_FAILURES)
 
 
 def pack_bits(hits: torch.Tensor) -> str:
@@ -91,34 +104,176 @@ def environment(device: torch.device, precision: str = "fp32", compiled: bool = 
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one complete line and force it to disk before returning."""
+    """Append one complete line and force it to disk before returning.
+
+    A failed write (disk full, file gone read-only) cuts the file back to its previous length, so no torn line
+    is left behind, and raises ``RecordWriteError``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-    with open(path, "a+b") as handle:
+    try:
+        handle = open(path, "a+b", buffering=0)  # noqa: SIM115 - closed below; unbuffered: a failure is seen here
+    except OSError as error:
+        raise RecordWriteError(error.errno, f"cannot open {path}: {error.strerror}") from None
+    with handle:
         handle.seek(0, os.SEEK_END)
-        if handle.tell() > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                # A torn line from a killed run: end it so it stays a lone skipped line
-                # instead of swallowing this record.
-                handle.write(b"\n")
-        handle.write(line.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
+        start = handle.tell()
+        try:
+            if start > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    # A torn line from a killed run: end it so it stays a lone skipped line
+                    # instead of swallowing this record.
+                    handle.write(b"\n")
+            data = memoryview(line.encode("utf-8"))
+            while data:
+                data = data[handle.write(data) :]
+            os.fsync(handle.fileno())
+        except OSError as error:
+            try:
+                handle.truncate(start)
+            except OSError:
+                pass
+            raise RecordWriteError(error.errno, f"cannot append to {path}: {error.strerror}") from None
+
+
+# The config fields that readers (report, compare) take from every record; every version has written them.
+CONFIG_READ = ("seed", "device", "model_kwargs")
+WORKLOAD_READ = ("batch_size", "slate_length", "candidates", "user_dim", "item_dim")
+
+
+def _record_problem(value: Any) -> str | None:
+    """Why a parsed line is not a record this version can use (None when it is one)."""
+    if not isinstance(value, dict):
+        return f"not a record (a JSON {type(value).__name__})"
+    if not isinstance(value.get("key"), str) or not value["key"]:
+        return "a record without a key"
+    if not isinstance(value.get("status"), str):
+        return "a record without a status"
+    if not isinstance(value.get("model"), str):
+        return "a record without a model name"
+    for section in ("metrics", "measurements"):
+        if not isinstance(value.get(section, {}), dict):
+            return f"{section} is not an object"
+    config = value.get("config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(g), dict) for g in ("workload", "train")):
+        return "a record without its config"
+    missing = [f"config.{name}" for name in CONFIG_READ if name not in config]
+    missing += [f"config.workload.{name}" for name in WORKLOAD_READ if name not in config["workload"]]
+    missing += [] if "loss" in config["train"] else ["config.train.loss"]
+    if missing:
+        return f"a record whose config lacks {', '.join(missing)}"
+    return None
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
-    """Every complete record; a torn or corrupt line is reported and skipped."""
+    """Every usable record; any other line (torn, not JSON, not UTF-8, not a record) is reported and skipped.
+
+    A file that cannot be read at all (a directory, no permission) is a ``ConfigError`` naming it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            lines = handle.read().split(b"\n")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{number}: skipping an incomplete record line", stacklevel=2)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = "not UTF-8 text"
+        except json.JSONDecodeError:
+            problem = "an incomplete record line"
+        else:
+            problem = _record_problem(value)
+        if problem is None:
+            records.append(value)
+        else:
+            warnings.warn(f"{path}:{number}: skipping {problem}", stacklevel=2)
     return records
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and open its records file for appending, before any compute: a ConfigError if not."""
+    path = run_dir / RECORDS_FILE
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        probe = run_dir / f".write-check-{os.getpid()}"
+        with open(probe, "wb") as handle:  # the report and lock live beside the records
+            handle.write(b"x")
+        probe.unlink()
+    except OSError as error:
+        where = error.filename or path
+        raise ConfigError(f"cannot write the run's records in {run_dir}: {where}: {error.strerror or error}") from None
+
+
+class RecordWriteError(OSError):
+    """A finished cell's record could not be written (disk full, file gone read-only); the file is left whole."""
+
+
+_held_locks: dict[Path, list[Any]] = {}  # run directory -> [open lock file, holders in this process]
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An advisory lock on a run directory (``fcntl.flock`` on ``RUN/.lock``), re-entrant within a process.
+
+    A second process that wants the same directory gets a ``ConfigError`` naming the holder's pid, so two runs
+    never compute (and record) the same cells at the same time.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir).resolve()
+
+    def __enter__(self) -> RunLock:
+        held = _held_locks.get(self.run_dir)
+        if held is not None:
+            held[1] += 1
+            return self
+        path = self.run_dir / LOCK_FILE
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")  # noqa: SIM115 - held until __exit__
+        except OSError as error:
+            raise ConfigError(f"cannot lock the run directory {self.run_dir}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                handle.close()
+            if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks
+                warnings.warn(
+                    f"{path}: this file system does not support locks ({error.strerror}); "
+                    "make sure no other run uses this directory",
+                    stacklevel=2,
+                )
+                _held_locks[self.run_dir] = [handle, 1]
+                return self
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ConfigError(
+                    f"run directory {self.run_dir} is in use by another bench process (pid {holder}); "
+                    "wait for it to finish or choose another --run-id"
+                ) from None
+            raise ConfigError(f"cannot lock the run directory {self.run_dir}: {error.strerror or error}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _held_locks[self.run_dir] = [handle, 1]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        held = _held_locks[self.run_dir]
+        held[1] -= 1
+        if held[1] == 0:
+            del _held_locks[self.run_dir]
+            held[0].close()  # closing releases the flock
 
 
 def json_safe(value: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from bench.conditions import oversubscription, usable_cores
 from bench.config import CellConfig, RunConfig
 from bench.executor import Executor, InlineExecutor, OnProgress, ProcessExecutor
-from bench.records import RECORDS_FILE, append_record, load_records
+from bench.records import RECORDS_FILE, RunLock, append_record, latest_records
 
 
 def make_executor(run: RunConfig) -> Executor:
@@ -34,14 +34,25 @@ def make_executor(run: RunConfig) -> Executor:
 class RunSummary:
     ran: int = 0
     skipped: int = 0
+    retried: Counter = field(default_factory=Counter)  # status of the earlier record -> cells run again
     statuses: Counter = field(default_factory=Counter)
 
 
-def pending_cells(cells: list[CellConfig], run_dir: Path, force: bool = False) -> list[CellConfig]:
-    """Cells without a record in ``run_dir`` (all of them with ``force``)."""
+def recorded_status(run_dir: Path) -> dict[str, str]:
+    """The latest recorded status of every cell key in ``run_dir``."""
     path = run_dir / RECORDS_FILE
-    done = {r["key"] for r in load_records(path)} if path.exists() and not force else set()
-    return [c for c in cells if c.key() not in done]
+    return {r["key"]: r["status"] for r in latest_records(run_dir)} if path.exists() else {}
+
+
+def pending_cells(
+    cells: list[CellConfig], run_dir: Path, force: bool = False, keep_failed: bool = False
+) -> list[CellConfig]:
+    """Cells to run: those without an ``ok`` record in ``run_dir`` (with ``keep_failed``, without any record;
+    with ``force``, all of them)."""
+    if force:
+        return list(cells)
+    status = recorded_status(run_dir)
+    return [c for c in cells if status.get(c.key()) != "ok" and not (keep_failed and c.key() in status)]
 
 
 def run_cells(
@@ -52,24 +63,31 @@ def run_cells(
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
     tags: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Run every cell not already recorded in ``run_dir`` on ``run``'s executor, appending one record per cell."""
-    todo = pending_cells(cells, run_dir, run.force)
-    summary = RunSummary(skipped=len(cells) - len(todo))
-    # Fields every record of this call carries besides its cell's own (bench tune adds its `tuning` role).
-    extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}, **(tags or {})}
-    if todo:
-        crowded = _oversubscription(todo, run)
-        if crowded:
-            warnings.warn(f"the run oversubscribes the CPU: {crowded}", stacklevel=2)
+    """Run every cell of ``cells`` not yet recorded ``ok`` in ``run_dir`` on ``run``'s executor, appending one
+    record per cell, under the run directory's lock (a second process on it gets a ConfigError).
 
-    def on_record(cell: CellConfig, record: dict[str, Any]) -> None:
-        record.update(extra)
-        append_record(run_dir / RECORDS_FILE, record)
-        summary.ran += 1
-        summary.statuses[record["status"]] += 1
-        on_done(record)
+    A record that cannot be written (disk full) stops the run with ``RecordWriteError``; the file stays whole.
+    """
+    with RunLock(run_dir):
+        status = {} if run.force else recorded_status(run_dir)
+        todo = pending_cells(cells, run_dir, run.force, run.keep_failed)
+        summary = RunSummary(skipped=len(cells) - len(todo))
+        summary.retried.update(status[c.key()] for c in todo if c.key() in status)
+        # Fields every record of this call carries besides its cell's own (bench tune adds its `tuning` role).
+        extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}, **(tags or {})}
+        if todo:
+            crowded = _oversubscription(todo, run)
+            if crowded:
+                warnings.warn(f"the run oversubscribes the CPU: {crowded}", stacklevel=2)
 
-    make_executor(run).run(todo, on_record, on_progress)
+        def on_record(cell: CellConfig, record: dict[str, Any]) -> None:
+            record.update(extra)
+            append_record(run_dir / RECORDS_FILE, record)
+            summary.ran += 1
+            summary.statuses[record["status"]] += 1
+            on_done(record)
+
+        make_executor(run).run(todo, on_record, on_progress)
     return summary
 
 

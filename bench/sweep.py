@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.config import CellConfig, ConfigError, RunConfig, profile, validate, with_overrides
-from bench.options import axes, cell_scalars, check_settings
+from bench.config import MAX_SEED, CellConfig, ConfigError, RunConfig, profile, validate, with_overrides
+from bench.options import axes, cell_scalars, check_settings, check_value
 
 SEED_RANK = 70  # the seeds axis (seed, seed+1, ...) sits between the item-dim and candidates axes
 
@@ -37,6 +37,10 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"sweep file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"sweep file {path} is a directory, not a TOML file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read sweep file {path}: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"sweep file {path} is not valid TOML: {error}") from None
     return check_settings(data, f"sweep file {path}")
@@ -63,6 +67,8 @@ def noise_level(value: Any) -> float | None:
         level = float(value)
     except ValueError:
         raise ConfigError(f"initial-noise must be a number or inf, got {value!r}") from None
+    if level != level:  # NaN
+        raise ConfigError(f"initial-noise must be a number or inf, got {value!r}")
     return None if level == float("inf") else level
 
 
@@ -81,6 +87,10 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds must be a positive count, got {seeds!r}")
     first_seed = int(settings.get("seed", base.seed))
+    if first_seed + seeds - 1 > MAX_SEED:
+        raise ConfigError(f"seeds {first_seed}..{first_seed + seeds - 1} go beyond the largest seed, {MAX_SEED}")
+    if settings.get("candidates") is not None and settings.get("candidate_ratio") is not None:
+        raise ConfigError("give --candidates or --candidate-ratio, not both (the ratio only sets default candidates)")
     ratio = float(settings.get("candidate_ratio") or base.workload.candidates / base.workload.slate_length)
     if ratio < 1:
         raise ConfigError(f"candidate-ratio must be at least 1, got {ratio:g}")
@@ -91,13 +101,17 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     for axis in axes():
         ranks[axis.name] = axis.axis
         if axis.name == "models":
-            values["models"] = list_models(",".join(parse_list(settings.get("models", "all"), str, "models")))
+            named = parse_list(settings.get("models", "all"), str, "models")
+            values["models"] = list_models(",".join(named))
         elif axis.name == "candidates":
             given = settings.get("candidates")
-            values["candidates"] = parse_list(given, int, "candidates") if given is not None else [None]
+            values["candidates"] = (
+                check_value("candidates", parse_list(given, int, "candidates")) if given is not None else [None]
+            )
         else:
             default = _field_value(base, axis.name)
-            values[axis.name] = parse_list(settings.get(axis.name, default), axis.type, axis.name)
+            given = parse_list(settings.get(axis.name, default), axis.type, axis.name)
+            values[axis.name] = check_value(axis.name, given)
     values["seed"] = list(range(first_seed, first_seed + seeds))
     order = sorted(values, key=ranks.__getitem__)
     models = values["models"]
@@ -110,6 +124,17 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
         if not any(name in get_spec(m).options() for m in models):
             raise ConfigError(f"no selected model takes the option {name!r}")
     model_options.update(explicit_options)
+    if base.workload.data != "synthetic":
+        # Models that need the true utilities cannot run on real data: named ones are an error, those that
+        # came from 'all' or a pattern are left out.
+        blind = [m for m in models if get_spec(m).needs_utility and m in named]
+        models = values["models"] = [m for m in models if not get_spec(m).needs_utility]
+        if blind or not models:
+            raise ConfigError(
+                f"{', '.join(blind) or 'the selected models'} need(s) the true utilities of synthetic data; "
+                f"--data {base.workload.data} "
+                "has none (leave it out of --models)"
+            )
 
     cells = []
     for point in itertools.product(*(values[name] for name in order)):
@@ -142,9 +167,10 @@ def plan(settings: dict[str, Any]) -> tuple[RunConfig, list[CellConfig]]:
 
     run = replace(run, baseline=get_spec(run.baseline).name)
     if run.executor == "ray":
-        from bench.ray_executor import require_ray
+        from bench.ray_executor import check_reachable, require_ray
 
         require_ray()
+        check_reachable(run.ray_address)
     if settings.get("data") == "letor" and "labels" not in settings:
         settings = {**settings, "labels": "graded"}
     return run, build_cells(settings)

@@ -111,7 +111,7 @@ def test_nothing_to_compare_is_an_error(tmp_path):
     record = new_record(CellConfig(model="transformer", workload=WorkloadConfig(batches=1)))
     append_record(other / "records.jsonl", record)
     result = invoke("compare", before, other)
-    assert result.exit_code == 2 and "nothing to compare" in result.stderr
+    assert result.exit_code == 1 and "nothing was compared" in result.stderr
     assert invoke("compare", before, before, "--threshold", "nan").exit_code == 2
 
 

@@ -14,9 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.config import ConfigError
+from bench.config import CellConfig, ConfigError
 from bench.plots import pareto_front
-from bench.records import append_record, load_records, pack_bits, slate_hits
+from bench.records import append_record, load_records, new_record, pack_bits, slate_hits
 from bench.stats import mean_interval, paired_seeds, paired_slates, timing_summary
 from bench.sweep import build_cells
 
@@ -109,10 +109,11 @@ def test_resume_skips_and_force_reruns_without_rewriting(tmp_path):
 
 def test_torn_line_is_terminated_before_the_next_append(tmp_path):
     path = tmp_path / "records.jsonl"
-    append_record(path, {"key": "a", "n": 1})
+    cell = new_record(CellConfig(model="m"))
+    append_record(path, {**cell, "key": "a", "n": 1})
     with open(path, "a") as handle:
         handle.write('{"key": "b", "n"')  # a write cut short by a kill
-    append_record(path, {"key": "c", "n": 3})
+    append_record(path, {**cell, "key": "c", "n": 3})
     with pytest.warns(UserWarning, match="records.jsonl:2"):
         assert [r["key"] for r in load_records(path)] == ["a", "c"]
 
@@ -304,7 +305,10 @@ def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path
     assert "slate_acc" in result.stdout and "train_samples_per_s" in result.stdout
     assert "only in" in result.stdout and "2 regression(s)" in result.stderr
     loose = invoke("compare", reference, worse, "--threshold", "0.6")
-    assert loose.exit_code == 0
+    assert loose.exit_code == 1 and "1 cell(s) of" in loose.stderr  # a cell of A missing from B fails the check
+    (worse / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    loose = invoke("compare", reference, worse, "--threshold", "0.6")
+    assert loose.exit_code == 0, loose.output
 
 
 def test_statistics_helpers():
