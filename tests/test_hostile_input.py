@@ -495,11 +495,11 @@ def test_compare_fails_on_cells_missing_from_b_and_tells_cells_apart(template, t
     assert result.exit_code == 1 and "1 cell(s) of" in result.stderr and "missing from" in result.stderr
     same = invoke("compare", tmp_path / "b", tmp_path / "b")
     assert same.exit_code == 0, same.output
-    from bench.compare import _describe
+    from bench.compare import describe
 
     one, other = record_of(seed=0), record_of(seed=0)
     other["key"] = "another"
-    assert _describe(one) != _describe(other)
+    assert describe(one) != describe(other)
 
 
 @pytest.mark.parametrize("threshold", ["nan", "inf", "-0.1"])
