@@ -54,7 +54,7 @@ class Change:
 
     @property
     def relative(self) -> float:
-        return (self.after - self.before) / abs(self.before) if self.before else math.inf
+        return relative_change(self.before, self.after)
 
     @property
     def verdict(self) -> str:
@@ -68,9 +68,15 @@ class Change:
             return f"noise (p {self.p:.2g})"
         if self.worse and not self.resolved:
             return "worse, too noisy to call (interval wider than the threshold)"
-        if self.worse and self.contended:
+        if self.worse and self.contended and self.kind in TIMED_KINDS:
             return "worse, contended (not counted)"
         return "worse" if self.worse else "better"
+
+
+def relative_change(before: float, after: float) -> float:
+    if before:
+        return (after - before) / abs(before)
+    return 0.0 if after == before else math.inf
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -131,7 +137,7 @@ def _change(
         return None
     before, after = float(before), float(after)
     test, p = _test(entry, ra, rb)
-    relative = (after - before) / abs(before) if before else (0.0 if after == before else math.inf)
+    relative = relative_change(before, after)
     worse = entry.worse(before, after, threshold)
     significant = p is None and test == "threshold" or p is not None and p < ALPHA
     excused = contended and entry.kind in TIMED_KINDS and not include_contended
