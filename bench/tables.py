@@ -114,7 +114,8 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
 
     Speeds and latencies whose records keep timing samples: the samples of every seed pooled (seeds change
     the data, not the speed), their median and the half-width of the median's order-statistic interval
-    (latency p95/p99: the pooled percentile, no interval). Anything else: the mean over seeds with its
+    (latency p95/p99: the pooled percentile, no interval); records without samples (schema 1): the median of
+    their single figures, no interval. Anything else: the mean over seeds with its
     Student-t interval; one seed's slate_acc gets the binomial interval over its test slates.
     """
     ok = group[group["status"] == "ok"]
@@ -133,6 +134,9 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         )
         return pooled["median"], half, note
     values = ok[column].dropna().tolist()
+    entry = lookup(column)
+    if entry is not None and entry.timing is not None:  # schema-1 records: single figures, no samples
+        return float(np.median(values)), math.nan, note
     if len(values) == 1 and column == "slate_acc":
         judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
         slates = int(ok["test_slates"].iloc[0] if pd.isna(judged) else judged)
