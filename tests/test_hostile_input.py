@@ -211,6 +211,23 @@ def test_unwritable_output_is_refused_before_any_cell(tmp_path, where, monkeypat
     assert_refused(tiny_run(out, *extra), "cannot write the run's records")
 
 
+def test_a_read_only_records_file_is_refused_before_any_cell(tmp_path, monkeypatch):
+    """Root writes through chmod, so the refusal of the file system is simulated where the file is opened."""
+    import builtins
+
+    import bench.executor
+    import bench.records
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if str(path).endswith("records.jsonl") and any(c in mode for c in "aw+"):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(bench.records, "open", read_only, raising=False)
+    monkeypatch.setattr(bench.executor.InlineExecutor, "run", lambda *a: pytest.fail("a cell ran"))
+    assert_refused(tiny_run(tmp_path, "--run-id", "r"), "Read-only file system")
+
+
 def test_a_full_disk_leaves_no_torn_line(template, tmp_path, monkeypatch):
     import bench.records
 
