@@ -651,3 +651,11 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.records.fcntl, "flock", no_locks)
     with pytest.warns(UserWarning, match="does not support locks"), RunLock(tmp_path / "r"):
         pass
+
+
+def test_a_broken_tuning_study_is_one_error_line(tmp_path):
+    run_dir = tmp_path / "t"
+    run_dir.mkdir()
+    (run_dir / "study.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 20)  # truncated
+    result = invoke("tune", "--models", "mlp", *TINY[:-2], "--trials", "1", "--out", tmp_path, "--run-id", "t")
+    assert_refused(result, "is not a readable tuning study")
