@@ -659,3 +659,16 @@ def test_a_broken_tuning_study_is_one_error_line(tmp_path):
     (run_dir / "study.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 20)  # truncated
     result = invoke("tune", "--models", "mlp", *TINY[:-2], "--trials", "1", "--out", tmp_path, "--run-id", "t")
     assert_refused(result, "is not a readable tuning study")
+
+
+def test_a_run_whose_report_cannot_be_written_keeps_its_records(tmp_path, monkeypatch):
+    import bench.report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench.report, "write_report", full)
+    result = tiny_run(tmp_path, "--run-id", "r")
+    assert result.exit_code == 1, result.output
+    assert "error: cannot write the report" in result.stderr and "No space left" in result.stderr
+    assert [r["status"] for r in load_records(tmp_path / "r" / "records.jsonl")] == ["ok"]
