@@ -672,3 +672,17 @@ def test_a_run_whose_report_cannot_be_written_keeps_its_records(tmp_path, monkey
     assert result.exit_code == 1, result.output
     assert "error: cannot write the report" in result.stderr and "No space left" in result.stderr
     assert [r["status"] for r in load_records(tmp_path / "r" / "records.jsonl")] == ["ok"]
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"KEY": "fast"}', '{"KEY": -1}', "not json", '{"KEY": NaN}'])
+def test_a_broken_peak_flops_cache_is_measured_again(tmp_path, monkeypatch, content):
+    import torch
+
+    from bench import flops
+
+    monkeypatch.setenv(flops.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(flops, "_matmul_probe", lambda dtype: 1e9)
+    key = f"cpu-x|threads={torch.get_num_threads()}|{torch.float32}"
+    (tmp_path / "peak_flops.json").write_text(content.replace("KEY", key))
+    assert flops.cpu_peak_flops("fp32", "cpu-x") == 1e9
+    assert json.loads((tmp_path / "peak_flops.json").read_text())[key] == 1e9
