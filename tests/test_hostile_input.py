@@ -686,3 +686,14 @@ def test_a_broken_peak_flops_cache_is_measured_again(tmp_path, monkeypatch, cont
     (tmp_path / "peak_flops.json").write_text(content.replace("KEY", key))
     assert flops.cpu_peak_flops("fp32", "cpu-x") == 1e9
     assert json.loads((tmp_path / "peak_flops.json").read_text())[key] == 1e9
+
+
+def test_a_skipped_record_line_is_one_warning_line_on_the_console(template, tmp_path):
+    path = write_records(tmp_path / "r", [record_of(seed=0, slate_acc=0.5)])
+    with open(path, "ab") as handle:
+        handle.write(b"42\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"warning: {path}:2: skipping not a record (a JSON int)", done.stderr
