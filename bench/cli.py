@@ -557,6 +557,11 @@ def compare(
 
 def main() -> None:
     """Console entry point: usage errors become one ``error:`` line and exit code 2."""
+    import warnings
+
+    # A skipped record line or a lock-less file system is one "warning:" line naming file and line, not a
+    # Python warning with a source excerpt.
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
     # Recent typer vendors click, older typer uses click itself: find the base class either way.
     click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:

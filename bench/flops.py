@@ -7,6 +7,7 @@ the fused inference kernels of ``nn.TransformerEncoder`` are not counted by it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -135,8 +136,11 @@ def cpu_peak_flops(precision: str, cpu_name: str) -> float:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if key in cache:
-        return float(cache[key])
+    if not isinstance(cache, dict):  # any other content is a cache to rebuild, not an error
+        cache = {}
+    cached = cache.get(key)
+    if isinstance(cached, (int, float)) and not isinstance(cached, bool) and math.isfinite(cached) and cached > 0:
+        return float(cached)
     peak = _matmul_probe(dtype)
     cache[key] = peak
     try:

@@ -140,11 +140,29 @@ def _study(run_dir: Path, name: str, seed: int):
     )
 
 
+def check_study_file(path: Path) -> None:
+    """A ConfigError naming ``path`` when it is not a readable SQLite database (truncated, overwritten)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
+        connection.close()
+    except sqlite3.Error as error:
+        verdict = str(error)
+    if verdict != "ok":
+        raise ConfigError(
+            f"{path} is not a readable tuning study ({verdict}); move it away to start the search afresh "
+            "(the trial records stay in trials/records.jsonl)"
+        )
+
+
 def _check_one_study_per_model(run_dir: Path, model: str, name: str) -> None:
     import optuna
 
     if not (run_dir / STUDY_FILE).exists():
         return
+    check_study_file(run_dir / STUDY_FILE)
     others = [
         s.study_name
         for s in optuna.get_all_study_summaries(f"sqlite:///{run_dir / STUDY_FILE}", include_best_trial=False)

@@ -211,6 +211,23 @@ def test_unwritable_output_is_refused_before_any_cell(tmp_path, where, monkeypat
     assert_refused(tiny_run(out, *extra), "cannot write the run's records")
 
 
+def test_a_read_only_records_file_is_refused_before_any_cell(tmp_path, monkeypatch):
+    """Root writes through chmod, so the refusal of the file system is simulated where the file is opened."""
+    import builtins
+
+    import bench.executor
+    import bench.records
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if str(path).endswith("records.jsonl") and any(c in mode for c in "aw+"):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(bench.records, "open", read_only, raising=False)
+    monkeypatch.setattr(bench.executor.InlineExecutor, "run", lambda *a: pytest.fail("a cell ran"))
+    assert_refused(tiny_run(tmp_path, "--run-id", "r"), "Read-only file system")
+
+
 def test_a_full_disk_leaves_no_torn_line(template, tmp_path, monkeypatch):
     import bench.records
 
@@ -634,3 +651,49 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.records.fcntl, "flock", no_locks)
     with pytest.warns(UserWarning, match="does not support locks"), RunLock(tmp_path / "r"):
         pass
+
+
+def test_a_broken_tuning_study_is_one_error_line(tmp_path):
+    run_dir = tmp_path / "t"
+    run_dir.mkdir()
+    (run_dir / "study.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 20)  # truncated
+    result = invoke("tune", "--models", "mlp", *TINY[:-2], "--trials", "1", "--out", tmp_path, "--run-id", "t")
+    assert_refused(result, "is not a readable tuning study")
+
+
+def test_a_run_whose_report_cannot_be_written_keeps_its_records(tmp_path, monkeypatch):
+    import bench.report
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench.report, "write_report", full)
+    result = tiny_run(tmp_path, "--run-id", "r")
+    assert result.exit_code == 1, result.output
+    assert "error: cannot write the report" in result.stderr and "No space left" in result.stderr
+    assert [r["status"] for r in load_records(tmp_path / "r" / "records.jsonl")] == ["ok"]
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"KEY": "fast"}', '{"KEY": -1}', "not json", '{"KEY": NaN}'])
+def test_a_broken_peak_flops_cache_is_measured_again(tmp_path, monkeypatch, content):
+    import torch
+
+    from bench import flops
+
+    monkeypatch.setenv(flops.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(flops, "_matmul_probe", lambda dtype: 1e9)
+    key = f"cpu-x|threads={torch.get_num_threads()}|{torch.float32}"
+    (tmp_path / "peak_flops.json").write_text(content.replace("KEY", key))
+    assert flops.cpu_peak_flops("fp32", "cpu-x") == 1e9
+    assert json.loads((tmp_path / "peak_flops.json").read_text())[key] == 1e9
+
+
+def test_a_skipped_record_line_is_one_warning_line_on_the_console(template, tmp_path):
+    path = write_records(tmp_path / "r", [record_of(seed=0, slate_acc=0.5)])
+    with open(path, "ab") as handle:
+        handle.write(b"42\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"warning: {path}:2: skipping not a record (a JSON int)", done.stderr
