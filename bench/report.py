@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.plots import write_plots
-from bench.records import latest_records
+from bench.records import STATUSES, latest_records
 from bench.tables import (
     AXIS_COLUMNS,
     AXIS_LABELS,
@@ -118,7 +118,7 @@ HOW_TO_READ = """\
 - **{not_comparable}** (not comparable): total_acc ranks every candidate, displayed or not; a model whose scores of
   never-displayed candidates mean nothing (its registration says so, e.g. `prm` and `setrank-init`, whose rank
   embeddings at ranks no slate displays never train) gets no total_acc figure.
-- Cells that failed show their status (`failed`, `oom`, `timeout`, `diverged`) instead of numbers.
+- Cells that did not finish show their status ({statuses}) instead of numbers.
 """
 
 
@@ -223,6 +223,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             unstable=UNSTABLE_MARK,
             contended=CONTENDED_MARK,
             not_comparable=NOT_COMPARABLE,
+            statuses=", ".join(f"`{status}`" for status in STATUSES if status != "ok"),
         )
     )
     return "\n".join(lines)
