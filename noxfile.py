@@ -47,6 +47,14 @@ def benchmarks(session: nox.Session) -> None:
 
 
 @nox.session
+def timing(session: nox.Session) -> None:
+    """The timing-dependent checks (pytest -m timing): bench compare on real A/A and slowed-model runs at smoke
+    size. Meant for a quiet machine."""
+    install(session)
+    session.run("python", "-m", "pytest", "-m", "timing", *session.posargs)
+
+
+@nox.session
 def stability(session: nox.Session) -> None:
     """Run-to-run CV of the speed figures (default profile, transformer + mlp, 5 runs) and the machine's
     noise floor; writes results/reference/stability.md. Meant for a quiet machine."""

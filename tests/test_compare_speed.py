@@ -24,6 +24,7 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.timing
 def test_an_aa_pair_of_all_models_has_no_regression(tmp_path):
     """Two back-to-back smoke runs of every model: whatever moved, nothing is called a regression."""
     for run_id in ("a", "b"):
@@ -46,6 +47,7 @@ def slowable_plugin(monkeypatch):
     sys.modules.pop("speed_models", None)
 
 
+@pytest.mark.timing
 def test_a_model_made_slower_is_the_only_regression(tmp_path, slowable_plugin, monkeypatch):
     """Run B stands for a code change that makes test-slowable do ~20% more work (same cell keys): its
     training throughput is a regression, the untouched MLP's is not. The smoke profile with 40 batches of
