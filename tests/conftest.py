@@ -1,4 +1,6 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,3 +28,17 @@ def smoke_cell():
         return CellConfig(model=model, **{**settings, **changes})
 
     return make
+
+
+@pytest.fixture
+def slowable_plugin(monkeypatch):
+    """The test plugin model test-slowable (tests/speed_models.py), known here and in cell processes."""
+    from rerankers import registry
+
+    tests = Path(__file__).resolve().parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(registry.PLUGINS_ENV, "speed_models")
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    yield
+    registry.unregister("test-slowable")
+    sys.modules.pop("speed_models", None)

@@ -2,8 +2,6 @@
 is the only regression, contended cells are excused unless asked, and nothing compared is an error."""
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +33,6 @@ def test_an_aa_pair_of_all_models_has_no_regression(tmp_path):
     assert result.exit_code == 0, result.output
     assert "REGRESSION" not in result.stdout
     assert f"compared {len(registry.list_models())} cell(s)" in result.stdout
-
-
-@pytest.fixture
-def slowable_plugin(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv(registry.PLUGINS_ENV, "speed_models")
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    yield
-    registry.unregister("test-slowable")
-    sys.modules.pop("speed_models", None)
 
 
 @pytest.mark.timing

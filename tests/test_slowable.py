@@ -1,11 +1,8 @@
 """The test plugin model that can be made ~20% slower (for speed-comparison tests) works as a plugin,
 does the extra work, and changes nothing else."""
 
-import os
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -15,16 +12,6 @@ from bench.losses import get_loss
 from rerankers import registry
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def slowable_plugin(monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv(registry.PLUGINS_ENV, "speed_models")
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    yield
-    registry.unregister("test-slowable")
-    sys.modules.pop("speed_models", None)
 
 
 def _flops_and_scores(slow: bool, batch):
