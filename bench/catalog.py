@@ -33,6 +33,8 @@ class Metric:
     # Ranks the whole candidate list, undisplayed candidates included: not comparable for a model whose
     # registration says its scores of undisplayed candidates mean nothing (model_properties).
     ranks_undisplayed: bool = False
+    # The report's headline column header, where "label (unit)" is too wide for a GitHub page; else None.
+    short: str | None = None
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
         """``after`` is worse than ``before`` by more than ``threshold`` (relative) in this metric's direction."""
@@ -59,14 +61,14 @@ _ENTRIES = (
     Metric("judged_slates", "judged test slates", "slates", N, "count", _M),
     # measurements (bench/measure.py, bench/flops.py, bench/cell.py)
     Metric("parameters", "parameters", "", N, "count", _X),
-    Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X, "train_samples_per_s"),
-    Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X, "infer_samples_per_s"),
-    Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X, "latency_b1_ms"),
+    Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X, "train_samples_per_s", short="train (/s)"),
+    Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X, "infer_samples_per_s", short="infer (/s)"),
+    Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X, "latency_b1_ms", short="p50 (ms)"),
     Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms"),
     Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms"),
     # CPU memory: "net" is over the process's baseline (interpreter, torch, harness) measured before any
     # data or model existed, so it is the cell's own footprint; the absolute peaks include the baseline.
-    Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X),
+    Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X, short="MiB"),
     Metric("cpu_net_peak_rss_train_mib", "memory over baseline, training", "MiB", L, "memory", _X),
     Metric("cpu_net_peak_rss_infer_mib", "memory over baseline, inference", "MiB", L, "memory", _X),
     Metric("cpu_rss_data_mib", "data in memory", "MiB", N, "memory", _X),
@@ -74,7 +76,7 @@ _ENTRIES = (
     Metric("cpu_peak_rss_train_mib", "peak RSS, training", "MiB", L, "memory", _X),
     Metric("cpu_peak_rss_infer_mib", "peak RSS, inference", "MiB", L, "memory", _X),
     Metric("cpu_peak_rss_mib", "peak RSS", "MiB", L, "memory", _X),
-    Metric("cuda_peak_allocated_train_mib", "CUDA peak allocated, training", "MiB", L, "memory", _X),
+    Metric("cuda_peak_allocated_train_mib", "CUDA peak allocated, training", "MiB", L, "memory", _X, short="CUDA MiB"),
     Metric("cuda_peak_allocated_infer_mib", "CUDA peak allocated, inference", "MiB", L, "memory", _X),
     Metric("cuda_peak_reserved_train_mib", "CUDA peak reserved, training", "MiB", L, "memory", _X),
     Metric("cuda_peak_reserved_infer_mib", "CUDA peak reserved, inference", "MiB", L, "memory", _X),
@@ -109,6 +111,12 @@ def header(name: str) -> str:
     if entry is None:
         return name
     return f"{entry.label} ({entry.unit})" if entry.unit and entry.kind != "count" else entry.label
+
+
+def short_header(name: str) -> str:
+    """The headline's narrower header: the entry's short label where it has one, else ``header``."""
+    entry = lookup(name)
+    return entry.short if entry is not None and entry.short else header(name)
 
 
 def of_kind(*kinds: str) -> list[Metric]:

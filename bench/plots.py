@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.tables import AXIS_LABELS, PEAK_MEMORY, memory_header, reference_point, summarize
+from bench.tables import AXIS_LABELS, PEAK_MEMORY, column_header, reference_point, summarize
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -38,7 +38,7 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
                 data = data[data[axis] == reference[axis]]
         return data
 
-    memory = memory_header(frame)
+    memory = column_header(frame, PEAK_MEMORY)
     line_plots = [
         ("slate_length", "slate_acc", "slate accuracy", "accuracy_vs_slate_length.png", False),
         ("batch_size", "train_samples_per_s", "training throughput (samples/s)", "throughput_vs_batch_size.png", True),

@@ -21,6 +21,7 @@ from bench.tables import (
     axis_table,
     column_header,
     format_value,
+    headline_legend,
     headline_table,
     higher_is_better,
     overview_table,
@@ -157,13 +158,15 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         lines += [f"## Overview: {_describe_point(at_reference['_record'].iloc[0])}", ""]
         if axes:
             lines += ["(the sweep's reference point: each swept axis at its smallest value; a swept loss at kl)", ""]
-        lines += [headline_table(at_reference, baseline).to_markdown(index=False), ""]
+        headline = headline_table(at_reference, baseline)
+        right = ("left",) + ("right",) * (headline.shape[1] - 1)  # numbers line up on the right, names on the left
+        lines += [headline.to_markdown(index=False, colalign=right), ""]
         options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
         lines += [
             f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}. "
-            f"Speeds: median ± 95% interval of the timing samples; {UNSTABLE_MARK} unstable (wider than ±5%), "
-            f"{CONTENDED_MARK} measured under contention."
+            f"Speeds: medians of the timing samples (their 95% intervals in the table below); {UNSTABLE_MARK} unstable "
+            f"(interval wider than ±5%), {CONTENDED_MARK} measured under contention. {headline_legend(at_reference)}."
             + (" Reference rows (in italics, last): " + "; ".join(references) + "." if references else ""),
             "",
         ]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.catalog import Direction, header, is_quality, lookup
+from bench.catalog import Direction, header, is_quality, lookup, short_header
 from bench.records import slate_hits
 from bench.stats import binomial_interval, is_unstable, mean_interval, paired_seeds, paired_slates, pool_timings
 
@@ -28,6 +28,8 @@ AXIS_LABELS = {
 }
 # Columns of the per-axis tables; headers and directions come from the metric catalog.
 AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
+# The headline's measurement columns, after the accuracy ones.
+HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
 SIGNIFICANCE = 0.05
 # Models that train nothing and bound the others; the report names them when they ran.
@@ -92,6 +94,16 @@ def _with_interval(mean: float, half: float, decimals: int | None = None) -> str
     if math.isnan(half):
         return format_value(mean, decimals)
     return f"{format_value(mean, decimals)} ± {format_value(half, decimals)}"
+
+
+def compact_value(value: float) -> str:
+    """3 significant digits, thousands as k, M, G (the headline's narrow columns): 29275 -> 29.3k, 8001 -> 8.00k."""
+    if math.isnan(value):
+        return "–"
+    if abs(value) < 1000 and float(value).is_integer():
+        return str(int(value))
+    scale, suffix = next(((s, x) for s, x in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if abs(value) >= s), (1, ""))
+    return f"{value / scale:#.3g}".rstrip(".") + suffix
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
@@ -172,12 +184,17 @@ def speed_marks(group: pd.DataFrame, column: str) -> str:
     return marks
 
 
-def speed_text(group: pd.DataFrame, column: str) -> str:
-    """A speed, latency or memory cell of a table: value ± interval where there is one, then its marks."""
+def speed_text(group: pd.DataFrame, column: str, compact: bool = False) -> str:
+    """A speed, latency or memory cell of a table: value ± interval where there is one, then its marks.
+
+    ``compact`` (the headline, which must fit a GitHub page): 29.3k~ instead of 29,275 ± 2,405~; the
+    unstable mark still says whether the interval is wider than ±5%, and the overview table has it in full.
+    """
     value, half, note = summarize(group, column)
     if math.isnan(value):  # a failure's status, or "–" for a value the model does not have (a baseline trains nothing)
         return note if (group["status"] != "ok").all() else "–"
-    return _with_interval(value, half) + speed_marks(group, column)
+    text = compact_value(value) if compact else _with_interval(value, half)
+    return text + speed_marks(group, column)
 
 
 def not_comparable(group: pd.DataFrame, metric: str) -> bool:
@@ -215,12 +232,13 @@ def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str =
     return (*paired_seeds(a.loc[seeds, column].tolist(), b.loc[seeds, column].tolist()), "paired t")
 
 
-def memory_header(frame: pd.DataFrame) -> str:
-    return header("cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_net_peak_rss_mib")
+def _memory_column(frame: pd.DataFrame) -> str:
+    return "cuda_peak_allocated_train_mib" if (frame["device"] == "cuda").any() else "cpu_net_peak_rss_mib"
 
 
-def column_header(frame: pd.DataFrame, column: str) -> str:
-    return memory_header(frame) if column == PEAK_MEMORY else header(column)
+def column_header(frame: pd.DataFrame, column: str, short: bool = False) -> str:
+    name = _memory_column(frame) if column == PEAK_MEMORY else column
+    return short_header(name) if short else header(name)
 
 
 def higher_is_better(column: str) -> bool:
@@ -235,7 +253,8 @@ def ranking_metric(frame: pd.DataFrame) -> str | None:
 
 
 def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """At most nine columns, sorted by the primary accuracy; reference models (oracle, random...) last, in italics."""
+    """At most nine narrow columns (it must fit a GitHub page), sorted by the primary accuracy; reference models
+    (oracle, random...) last, in italics. The overview table below it has every value in full."""
     base = frame[frame["model"] == baseline]
     ranking = ranking_metric(frame)
     rows, order = [], []
@@ -243,11 +262,11 @@ def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         reference = model in REFERENCE_MODELS
         row: dict[str, Any] = {"model": f"_{model}_" if reference else model}
         params = group["parameters"].dropna() if "parameters" in group else []
-        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        row["params"] = compact_value(float(params.iloc[0])) if len(params) else "–"
         mean, half, note = summarize(group, PRIMARY)
         row[PRIMARY] = note if math.isnan(mean) else _with_interval(mean, half, 3)
         delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
-        row[f"Δ {PRIMARY} vs {baseline}"] = (
+        row[f"Δ vs {baseline}"] = (
             f"{delta[0]:+.3f}{'*' if delta[2] < SIGNIFICANCE else ''}"
             if delta
             else ("baseline" if model == baseline else "–")
@@ -255,12 +274,21 @@ def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         if ranking:
             value, _, _ = summarize(group, ranking)
             row[ranking] = format_value(value, 3)
-        for column in ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY):
-            row[column_header(frame, column)] = speed_text(group, column)
+        for column in HEADLINE_MEASUREMENTS:
+            row[column_header(frame, column, short=True)] = speed_text(group, column, compact=True)
         rows.append(row)
         order.append((reference, -(mean if not math.isnan(mean) else -math.inf)))
     ranked = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]
     return pd.DataFrame(ranked)
+
+
+def headline_legend(frame: pd.DataFrame) -> str:
+    """What the headline's short headers stand for: "train (/s): train (samples/s); ..."."""
+    return "; ".join(
+        f"{column_header(frame, c, short=True)}: {column_header(frame, c)}"
+        for c in HEADLINE_MEASUREMENTS
+        if column_header(frame, c, short=True) != column_header(frame, c)
+    )
 
 
 def headline_metrics(frame: pd.DataFrame) -> list[str]:
@@ -299,7 +327,7 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     for model, group in frame.groupby("model", sort=False):
         row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
         params = group["parameters"].dropna() if "parameters" in group else []
-        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
+        row["params"] = compact_value(float(params.iloc[0])) if len(params) else "–"
         for metric in metrics:
             row[metric] = quality_text(group, metric)
         delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
@@ -329,7 +357,7 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
                 row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
             else:
-                row[column_header(frame, column)] = speed_text(group, column)
+                row[column_header(frame, column, short=True)] = speed_text(group, column, compact=True)
         rows.append(row)
     return pd.DataFrame(rows)
 
