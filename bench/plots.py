@@ -47,8 +47,12 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
     for axis, column, label, name, log in line_plots:
         if axis not in axes:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
         data = at_reference(ok, axis)
+        values = pd.to_numeric(data[column], errors="coerce") if column in data else pd.Series(dtype=float)
+        if not (values > 0 if log else values.notna()).any():  # e.g. schema-1 records have no net memory
+            (run_dir / name).unlink(missing_ok=True)  # an earlier report's plot would no longer match the records
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for model, group in data.groupby("model", sort=False):
             stats_by_value = [(v, *summarize(g, column)[:2]) for v, g in group.groupby(axis)]
             xs, ys, errs = zip(*stats_by_value, strict=True)

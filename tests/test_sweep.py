@@ -277,6 +277,23 @@ def test_sweep_report_has_axis_tables_plots_and_intervals(sweep_run):
         assert f"]({png})" in report
 
 
+def test_report_leaves_out_a_plot_whose_values_the_records_lack(sweep_run, tmp_path):
+    """Schema-1 records have no memory net of the baseline: the report is written without that plot
+    (it used to stop on a log scale of nothing), and a stale plot of that name is removed."""
+    old = tmp_path / "old"
+    old.mkdir()
+    records = load_records(sweep_run / "records.jsonl")
+    for record in records:
+        record["measurements"].pop("cpu_net_peak_rss_mib")
+    (old / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (old / "memory_vs_batch_size.png").write_bytes(b"stale")
+    result = invoke("report", old)
+    assert result.exit_code == 0, result.output
+    report = (old / "report.md").read_text()
+    assert "memory_vs_batch_size.png" not in report and not (old / "memory_vs_batch_size.png").exists()
+    assert "](throughput_vs_batch_size.png)" in report
+
+
 def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path):
     same = invoke("compare", sweep_run, sweep_run)
     assert same.exit_code == 0 and "0 value(s) changed" in same.stdout
