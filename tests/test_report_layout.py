@@ -13,10 +13,12 @@ from bench.report import render
 from bench.tables import compact_value
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "default" / "records.jsonl"
-# GitHub sets markdown at 16 px with 13 px of padding either side of a table cell, and a table as wide as its
-# widest cells (no wrapping); the narrowest column it shows a report in is a repository page's README, about
-# 880 px. We measure with DejaVu Sans (matplotlib bundles it), whose digits are ~10% wider than those of the
-# fonts GitHub asks for (Segoe UI, Helvetica, Arial, Noto Sans): 960 px measured is about 870 px on GitHub.
+# GitHub sets markdown at 16 px with 13 px of padding either side of a table cell; a table wider than the page
+# wraps its cells at spaces (a value "29,275 ± 2,405" breaks over lines) and scrolls when that is not enough.
+# The headline should need neither: its cells unwrapped must fit the narrowest column GitHub shows a report
+# in, a repository page's README, about 880 px. We measure with DejaVu Sans (matplotlib bundles it), whose
+# digits are ~10% wider than those of the fonts GitHub asks for (Segoe UI, Helvetica, Arial, Noto Sans):
+# 960 px measured is about 870 px on GitHub.
 FONT_PX, CELL_PADDING_PX, PAGE_PX = 16, 2 * 13, 960
 
 
@@ -25,7 +27,7 @@ def _font(name: str) -> ImageFont.FreeTypeFont:
 
 
 def table_width_px(table: list[str]) -> float:
-    """The width a browser gives a markdown table whose cells do not wrap: the widest cell of each column."""
+    """The width of a markdown table whose cells do not wrap: the widest cell of each column, plus padding."""
     regular, bold = _font("DejaVuSans.ttf"), _font("DejaVuSans-Bold.ttf")
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
     header, body = rows[0], rows[2:]
