@@ -7,6 +7,7 @@ search), like ``report.md``.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,21 @@ def _changed(defaults: dict[str, Any], best: dict[str, Any]) -> str:
     return ", ".join(parts) or "defaults kept"
 
 
+def _minutes(record: dict[str, Any]) -> float:
+    """A record's wall time in minutes, from its start and finish stamps (0 when it has none)."""
+    try:
+        start, end = (datetime.fromisoformat(record[k]) for k in ("started_at", "finished_at"))
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return (end - start).total_seconds() / 60
+
+
 def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for record in sorted(trials, key=lambda r: r["tuning"]["trial"]):
-        row = rows.setdefault(record["model"], {"counts": {}, "values": [], "default": math.nan})
+        row = rows.setdefault(record["model"], {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0})
         row["counts"][record["status"]] = row["counts"].get(record["status"], 0) + 1
+        row["minutes"] += _minutes(record)
         value = record["tuning"]["value"]
         row["values"].append(value if value is not None else math.nan)
         if record["tuning"]["trial"] == 0 and value is not None:
@@ -87,21 +98,23 @@ def render_tune_report(run_dir: Path) -> str:
         tuning = record.get("tuning") or {}
         if tuning.get("role"):
             params.setdefault(record["model"], {})[tuning["role"]] = tuning["params"]
+    command = next((r["run"]["command"] for r in final if (r.get("run") or {}).get("command")), None)
     lines = [
         f"# Tuning: {run_dir.name}",
         "",
+        *([f"Command: `{command}`", ""] if command else []),
         f"Each model's learning rate and declared options were searched on the **validation split** (Optuna TPE, "
         f"median pruner on the per-epoch validation {OBJECTIVE}; trial 0 is the model's defaults). The test split "
         f"was used only afterwards: the defaults and the best trial's settings, each on the same seeds, "
         f"{OBJECTIVE} mean ± 95% t-interval over seeds; Δ is paired by seed (same data), with the paired t-test's p.",
         "",
-        "| model | trials (ok / pruned / failed) | valid default | valid tuned | changed settings "
+        "| model | trials (ok / pruned / failed) | search (min) | valid default | valid tuned | changed settings "
         "| test default | test tuned | Δ tuned − default (p) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summary: dict[str, dict[str, float]] = {}
     for model in sorted(set(rows) | set(params)):
-        row = rows.get(model, {"counts": {}, "values": [], "default": math.nan})
+        row = rows.get(model, {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0})
         counts = row["counts"]
         valid_best = max((v for v in row["values"] if not math.isnan(v)), default=math.nan)
         chosen = params.get(model, {})
@@ -117,10 +130,19 @@ def render_tune_report(run_dir: Path) -> str:
         summary[model] = {"default": d_mean, "tuned": t_mean}
         lines.append(
             f"| {model} | {counts.get('ok', 0)} / {counts.get('pruned', 0)} / "
-            f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['default']:.3f} | "
+            f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['minutes']:.1f} | "
+            f"{row['default']:.3f} | "
             f"{valid_best:.3f} | {_changed(chosen.get('default', {}), chosen.get('tuned', chosen.get('default', {})))} "
             f"| {_fmt(d_mean, d_half)} | {_fmt(t_mean, t_half)} | {delta_text} |"
         )
+    trial_counts = [len(row["values"]) for row in rows.values()]
+    if trial_counts and min(trial_counts) != max(trial_counts):
+        lines += [
+            "",
+            f"The models ran {min(trial_counts)} to {max(trial_counts)} trials: a budget in minutes gives a model "
+            "whose cells are cheap more trials than an expensive one, so a model with few trials may be further "
+            "from its best settings than one with many.",
+        ]
     lines += ["", *_ranking_section(summary, final)]
     if rows:
         _plot(rows, run_dir / TUNE_PLOT)

@@ -17,6 +17,7 @@ from bench.cell import run_cell
 from bench.config import CellConfig, TrainConfig, WorkloadConfig
 from bench.data import generate
 from bench.executor import InlineExecutor
+from bench.records import new_record
 from bench.train import train, valid_slate_acc
 from bench.tune import (
     STUDY_FILE,
@@ -29,6 +30,7 @@ from bench.tune import (
     trial_records,
     trial_runner,
 )
+from bench.tune_report import render_tune_report
 from rerankers import build_model, model_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +155,32 @@ def test_training_settings_are_options_and_sweep_axes(tmp_path):
     assert "2 cells: 2 to run" in done.stdout
     bad = subprocess.run(command[:-1] + ["--select", "worst"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "did you mean" not in bad.stdout
+
+
+def test_tune_report_gives_the_command_search_minutes_and_unequal_trial_counts(smoke_cell, tmp_path):
+    def record(model: str, seed: int, minutes: int, **fields) -> dict:
+        made = new_record(smoke_cell(model, seed=seed))
+        made.update(started_at="2026-01-01T10:00:00+00:00", finished_at=f"2026-01-01T10:{minutes:02d}:00+00:00")
+        return {**made, **fields}
+
+    def trial(model: str, number: int, minutes: int) -> dict:
+        return record(model, 0, minutes, tuning={"trial": number, "value": 0.8, "params": {"lr": 0.001}})
+
+    def final(model: str, seed: int, acc: float) -> dict:
+        tuning = {"role": "default", "study": model, "params": {"lr": 0.001}}
+        return record(
+            model, seed, 1, metrics={"slate_acc": acc}, run={"command": "bench tune --minutes 3"}, tuning=tuning
+        )
+
+    trials = [trial("deepsets", 0, 3)] + [trial("mlp", n, 1) for n in range(3)]
+    finals = [final("deepsets", s, 0.80 + 0.01 * s) for s in range(2)] + [
+        final("mlp", s, 0.7 + 0.02 * s) for s in range(2)
+    ]
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "trials" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trials))
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in finals))
+    report = render_tune_report(tmp_path)
+    assert "Command: `bench tune --minutes 3`" in report
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in report.splitlines() if "/ 0 / 0" in line}
+    assert rows == {"mlp": "3.0", "deepsets": "3.0"}  # minutes of search: 3 trials of 1 min, 1 trial of 3 min
+    assert "The models ran 1 to 3 trials" in report
