@@ -327,7 +327,7 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
     for model, group in frame.groupby("model", sort=False):
         row: dict[str, Any] = {"model": model, "seeds ok": f"{(group['status'] == 'ok').sum()}/{len(group)}"}
         params = group["parameters"].dropna() if "parameters" in group else []
-        row["params"] = compact_value(float(params.iloc[0])) if len(params) else "–"
+        row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
         for metric in metrics:
             row[metric] = quality_text(group, metric)
         delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
@@ -357,7 +357,7 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
                 row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
             else:
-                row[column_header(frame, column, short=True)] = speed_text(group, column, compact=True)
+                row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
     return pd.DataFrame(rows)
 

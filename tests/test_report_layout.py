@@ -75,3 +75,5 @@ def test_the_headline_legend_names_each_short_header():
     report = render(load_records(REFERENCE), "default", "mlp", [])
     for short, full in (("train (/s)", "train (samples/s)"), ("p50 (ms)", "latency b1 p50 (ms)")):
         assert f"{short}: {full}" in report
+    overview = report.split("### Every headline value")[1]
+    assert "29,275 ± 2,405~" in overview and "18,881" in overview  # the full values stay below the headline
