@@ -284,11 +284,8 @@ def headline_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 def headline_legend(frame: pd.DataFrame) -> str:
     """What the headline's short headers stand for: "train (/s): train (samples/s); ..."."""
-    return "; ".join(
-        f"{column_header(frame, c, short=True)}: {column_header(frame, c)}"
-        for c in HEADLINE_MEASUREMENTS
-        if column_header(frame, c, short=True) != column_header(frame, c)
-    )
+    pairs = [(column_header(frame, c, short=True), column_header(frame, c)) for c in HEADLINE_MEASUREMENTS]
+    return "; ".join(f"{short}: {full}" for short, full in pairs if short != full)
 
 
 def headline_metrics(frame: pd.DataFrame) -> list[str]:

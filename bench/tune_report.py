@@ -55,10 +55,15 @@ def _minutes(record: dict[str, Any]) -> float:
     return (end - start).total_seconds() / 60
 
 
+def _empty_row() -> dict[str, Any]:
+    """A model's search before its first trial: status counts, trial values, trial 0's value, minutes spent."""
+    return {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0}
+
+
 def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for record in sorted(trials, key=lambda r: r["tuning"]["trial"]):
-        row = rows.setdefault(record["model"], {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0})
+        row = rows.setdefault(record["model"], _empty_row())
         row["counts"][record["status"]] = row["counts"].get(record["status"], 0) + 1
         row["minutes"] += _minutes(record)
         value = record["tuning"]["value"]
@@ -114,7 +119,7 @@ def render_tune_report(run_dir: Path) -> str:
     ]
     summary: dict[str, dict[str, float]] = {}
     for model in sorted(set(rows) | set(params)):
-        row = rows.get(model, {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0})
+        row = rows.get(model) or _empty_row()
         counts = row["counts"]
         valid_best = max((v for v in row["values"] if not math.isnan(v)), default=math.nan)
         chosen = params.get(model, {})
