@@ -30,6 +30,7 @@ class Metric:
     kind: str
     section: str  # the record's section: "metrics" or "measurements"
     timing: str | None = None  # the record's ``timings`` entry whose samples this value summarises
+    quantile: float = 0.5  # which quantile of those samples the value is (0.5: their median)
     # Ranks the whole candidate list, undisplayed candidates included: not comparable for a model whose
     # registration says its scores of undisplayed candidates mean nothing (model_properties).
     ranks_undisplayed: bool = False
@@ -64,8 +65,8 @@ _ENTRIES = (
     Metric("train_samples_per_s", "train", "samples/s", H, "speed", _X, "train_samples_per_s", short="train (/s)"),
     Metric("infer_samples_per_s", "inference", "samples/s", H, "speed", _X, "infer_samples_per_s", short="infer (/s)"),
     Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X, "latency_b1_ms", short="p50 (ms)"),
-    Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms"),
-    Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms"),
+    Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms", 0.95),
+    Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms", 0.99),
     # CPU memory: "net" is over the process's baseline (interpreter, torch, harness) measured before any
     # data or model existed, so it is the cell's own footprint; the absolute peaks include the baseline.
     Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X, short="MiB"),
@@ -117,6 +118,11 @@ def short_header(name: str) -> str:
     """The headline's narrower header: the entry's short label where it has one, else ``header``."""
     entry = lookup(name)
     return entry.short if entry is not None and entry.short else header(name)
+
+
+def summarising(timing: str) -> list[Metric]:
+    """The entries whose values are quantiles of the ``timing`` samples (latency_b1_ms: p50, p95, p99)."""
+    return [m for m in _ENTRIES if m.timing == timing]
 
 
 def of_kind(*kinds: str) -> list[Metric]:

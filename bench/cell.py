@@ -8,10 +8,12 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench import measure
 from bench.accel import prepare, set_matmul_precision
+from bench.catalog import summarising
 from bench.conditions import contention, read_counters
 from bench.config import CellConfig
 from bench.data import SlateData, Workload
@@ -195,7 +197,8 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         timings["infer_samples_per_s"] = timing_summary(throughput)
         timings["latency_b1_ms"] = timing_summary(latency)
         x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
-        x.update(measure.latency_percentiles_ms(timings["latency_b1_ms"]["samples"]))
+        latency_ms = timings["latency_b1_ms"]["samples"]
+        x.update({m.name: float(np.percentile(latency_ms, 100 * m.quantile)) for m in summarising("latency_b1_ms")})
         if phase is not None:
             x.update(measure.phase_memory_mib(phase, "infer", baseline))
             memory_method = phase.method

@@ -3,12 +3,15 @@
 A value is a regression only when it is worse beyond the threshold, in its catalog direction, and a test
 says the change is more than noise:
 
-- speeds and latencies: Mann-Whitney U on the two cells' kept timing samples (asv's rule), and both
-  timings precise enough to resolve the threshold: the 95% interval of each median within +-threshold of
-  it (at the default 5%, exactly the report's "unstable" mark). The samples of one run come from one
-  process and miss the drift between runs, so a timing too noisy to resolve the threshold inside its own
-  run is not called a regression from it (it is shown as "too noisy"). Records without samples cannot be
-  tested: their speeds are shown, never called regressions;
+- speeds and latencies, on the two cells' kept timing samples: a median (throughputs, latency p50) by
+  Mann-Whitney U (asv's rule); a tail percentile (latency p95, p99) by Mood's quantile test, since a rank
+  test speaks about the whole distribution, not its tail. Both sides must also be precise enough to
+  resolve the threshold: the 95% interval of the compared quantile within +-threshold of it (for a
+  median at the default 5%, exactly the report's "unstable" mark; 200 requests give a p99 no interval at
+  all). The samples of one run come from one process and miss the drift between runs, so a timing too
+  noisy to resolve the threshold inside its own run is not called a regression from it (it is shown as
+  "too noisy"). Records without samples cannot be tested: their speeds are shown, never called
+  regressions;
 - slate_acc: McNemar's exact test on the per-slate hits when both cells saw the same data (same
   ``data_key``), else a two-proportion z-test on the judged slates;
 - the other accuracy metrics keep no per-slate values: the threshold alone decides.
@@ -29,7 +32,7 @@ from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
 from bench.records import latest_records, slate_hits
-from bench.stats import is_unstable, paired_slates, two_proportion_p
+from bench.stats import is_unstable, paired_slates, quantile_test, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
 TIMED_KINDS = ("speed", "latency")
@@ -44,7 +47,7 @@ class Change:
     before: float
     after: float
     kind: str  # the catalog's kind: accuracy | speed | latency | memory | time
-    test: str  # the test that judged it: Mann-Whitney U, McNemar, two-proportion, threshold, or "no samples"
+    test: str  # the test that judged it: Mann-Whitney U, quantile, McNemar, two-proportion, threshold, "no samples"
     p: float | None  # its p-value (None: no test)
     resolved: bool  # precise enough on both sides to resolve the threshold (always, for untimed values)
     flagged: bool  # changed beyond the threshold, either way
@@ -142,7 +145,7 @@ def _change(
     significant = p is None and test == "threshold" or p is not None and p < ALPHA
     excused = contended and entry.kind in TIMED_KINDS and not include_contended
     resolved = entry.kind not in TIMED_KINDS or all(
-        not is_unstable((r.get("timings") or {}).get(entry.timing) or {}, threshold) for r in (ra, rb)
+        not is_unstable(_timing(r, entry), threshold, entry.quantile) for r in (ra, rb)
     )
     return Change(
         key=ra["key"],
@@ -164,10 +167,11 @@ def _change(
 def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
     """The test of one value's change and its p-value."""
     if entry.kind in TIMED_KINDS:
-        samples_a = ((ra.get("timings") or {}).get(entry.timing) or {}).get("samples") or []
-        samples_b = ((rb.get("timings") or {}).get(entry.timing) or {}).get("samples") or []
+        samples_a, samples_b = _timing(ra, entry).get("samples"), _timing(rb, entry).get("samples")
         if not samples_a or not samples_b:
             return "no samples", None
+        if entry.quantile != 0.5:
+            return f"quantile (p{100 * entry.quantile:g})", quantile_test(samples_a, samples_b, entry.quantile)
         return "Mann-Whitney U", float(scipy_stats.mannwhitneyu(samples_a, samples_b).pvalue)
     if entry.name == "slate_acc":
         hits_a, hits_b = slate_hits(ra), slate_hits(rb)
@@ -176,6 +180,11 @@ def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
                 return "McNemar", paired_slates(hits_a, hits_b)[2]
             return "two-proportion", two_proportion_p(int(hits_a.sum()), len(hits_a), int(hits_b.sum()), len(hits_b))
     return "threshold", None
+
+
+def _timing(record: dict[str, Any], entry: Metric) -> dict[str, Any]:
+    """The record's timing summary behind a timed value (empty where the record keeps none)."""
+    return (record.get("timings") or {}).get(entry.timing) or {}
 
 
 def _number(value: Any) -> bool:

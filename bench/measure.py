@@ -17,15 +17,6 @@ from bench.train import synchronize
 from rerankers import SlateBatch
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def _timed_block(fn: Callable[[], object], iterations: int, device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -66,11 +57,6 @@ def latency_samples_ms(model: nn.Module, requests: SlateBatch, config: MeasureCo
         one = requests[i % len(requests) : i % len(requests) + 1]
         samples.append(_timed_block(lambda one=one: model(one), 1, device) * 1000)
     return samples
-
-
-def latency_percentiles_ms(samples: list[float]) -> dict[str, float]:
-    """p50/p95/p99 of batch-1 latency samples."""
-    return {f"latency_b1_p{q}_ms": percentile(samples, q) for q in (50, 95, 99)}
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -17,6 +17,7 @@ from bench.config import (
     EXECUTION,
     CellConfig,
     ConfigError,
+    MeasureConfig,
     RunConfig,
     SweepConfig,
     TrainConfig,
@@ -24,7 +25,7 @@ from bench.config import (
 )
 
 # Where options are declared, in the order they are listed; CELL_GROUPS hold the cell's own fields.
-CELL_GROUPS = (WorkloadConfig, TrainConfig, CellConfig)
+CELL_GROUPS = (WorkloadConfig, TrainConfig, MeasureConfig, CellConfig)
 DECLARING = (SweepConfig, *CELL_GROUPS, RunConfig)
 
 

@@ -49,9 +49,11 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
             continue
         data = at_reference(ok, axis)
         values = pd.to_numeric(data[column], errors="coerce") if column in data else pd.Series(dtype=float)
-        if not (values > 0 if log else values.notna()).any():  # e.g. schema-1 records have no net memory
+        if not values.notna().any():  # e.g. schema-1 records have no net memory
             (run_dir / name).unlink(missing_ok=True)  # an earlier report's plot would no longer match the records
             continue
+        # A log scale cannot show 0 or less: a cell run inline may grow no memory over its baseline.
+        log_y = (values.dropna() > 0).all()
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for model, group in data.groupby("model", sort=False):
             stats_by_value = [(v, *summarize(g, column)[:2]) for v, g in group.groupby(axis)]
@@ -59,7 +61,8 @@ def write_plots(frame: pd.DataFrame, axes: list[str], run_dir: Path) -> list[tup
             ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], marker="o", capsize=3, label=model)
         if log:
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            if log_y:
+                ax.set_yscale("log")
         elif column == "slate_acc":
             ax.set_ylim(0, 1.02)  # an accuracy; with few seeds the t-interval can reach past 1
         ax.set_xlabel(AXIS_LABELS[axis])

@@ -97,9 +97,10 @@ HOW_TO_READ = """\
   Speeds and latencies: each cell keeps its timing samples (blocks of training steps, blocks of inference
   passes, single requests); a table shows the median of the samples of every seed pooled (seeds change the data,
   not the speed) ± the half-width of the median's distribution-free 95% interval (order statistics; none below
-  6 samples). `{unstable}` marks a speed whose interval reaches further than ±5% of its median (too noisy to
-  compare at 5%); `{contended}` marks one measured while other processes took more than 10% of the CPU time the
-  cell's threads could use (the record's `conditions`): compare it with nothing.
+  6 samples); latency p95 and p99 likewise, each with its own interval (p95 needs 72 samples, p99 368).
+  `{unstable}` marks a speed whose interval reaches further than ±5% of its value, or that has
+  no interval (too noisy to compare at 5%); `{contended}` marks one measured while other processes took more
+  than 10% of the CPU time the cell's threads could use (the record's `conditions`): compare it with nothing.
 - **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. One seed:
   per-slate paired difference on the same test slates (interval mean ± 1.96·sd/√n) with McNemar's exact test.
   Several seeds: the per-seed differences, Student-t interval and a paired t-test. `*` (overview) and `†` (axis
@@ -165,8 +166,9 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
         lines += [
             f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}. "
-            f"Speeds: medians of the timing samples (their 95% intervals in the table below); {UNSTABLE_MARK} unstable "
-            f"(interval wider than ±5%), {CONTENDED_MARK} measured under contention. {headline_legend(at_reference)}."
+            f"Speeds: medians of the timing samples (their 95% intervals in the table below); {UNSTABLE_MARK} "
+            f"unstable (interval wider than ±5%, or none), {CONTENDED_MARK} measured under contention. "
+            f"{headline_legend(at_reference)}."
             + (" Reference rows (in italics, last): " + "; ".join(references) + "." if references else ""),
             "",
         ]

@@ -61,7 +61,7 @@ def paired_seeds(values_a: list[float], values_b: list[float]) -> tuple[float, f
 
 # --- Timing samples -------------------------------------------------------------------------------------------
 
-MEDIAN_LEVEL = 0.95  # coverage asked of the interval of a timing median
+TIMING_LEVEL = 0.95  # coverage asked of the interval of a timing quantile (median, p95...)
 UNSTABLE_HALF_WIDTH = 0.05  # a timing whose interval reaches further than +-5% of its median is unstable
 SIGNIFICANT_DIGITS = 4  # raw timing samples are kept rounded to this many significant digits
 
@@ -72,27 +72,46 @@ def compact_samples(values: list[float]) -> list[float]:
     return [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in values]
 
 
-def median_interval(values: list[float], level: float = MEDIAN_LEVEL) -> tuple[float, float, float] | None:
-    """Distribution-free interval of the median from order statistics: (low, high, coverage).
+def quantile_interval(
+    values: list[float], q: float = 0.5, level: float = TIMING_LEVEL
+) -> tuple[float, float, float] | None:
+    """Distribution-free interval of the ``q``-quantile from order statistics: (low, high, coverage).
 
-    The interval between the r-th smallest and the r-th largest of n independent samples holds the
-    true median with probability P(r <= K <= n - r), K ~ Binomial(n, 1/2), whatever the distribution;
-    r is the largest rank whose coverage is still >= ``level``. Chosen over a bootstrap because timing
-    samples are few (7 to a few dozen blocks) and skewed (a pause only ever slows a block down): a
-    bootstrap interval of a median from few samples is lumpy and under-covers, while this one has its
-    stated coverage exactly. It needs n >= 6 at 95% (n = 5 covers 93.75% at best); with fewer samples
-    there is no interval (None). Like asv's ``quantile_ci``.
+    Of n independent samples, K ~ Binomial(n, q) lie below the true q-quantile, whatever the
+    distribution, so the interval from the i-th to the j-th smallest (0-based) holds it with probability
+    P(i < K <= j). i and j are taken as far in as each tail's probability allows, (1 - level) / 2 each,
+    so the coverage is >= ``level``; where a tail cannot be cut that fine there is no interval (None).
+    At 95% the median needs n >= 6 samples (n = 5 covers 93.75% at best), p95 n >= 72 and p99 n >= 368:
+    the p99 of 200 latency requests has no interval. Chosen over a bootstrap because
+    timing samples are few (7 to a few dozen blocks) and skewed (a pause only ever slows a block down): a
+    bootstrap interval from few samples is lumpy and under-covers, while this one has its stated
+    coverage exactly. Like asv's ``quantile_ci``.
     """
     ordered = np.sort(np.asarray(values, dtype=float))
     n = len(ordered)
     if n == 0:
         return None
-    tail = stats.binom.cdf(np.arange(n), n, 0.5)  # tail[k] = P(K <= k)
-    ranks = np.flatnonzero(2 * tail <= 1 - level)  # k = r - 1 with coverage 1 - 2 P(K <= r - 1) >= level
-    if len(ranks) == 0:
+    below = stats.binom.cdf(np.arange(n), n, q)  # below[k] = P(K <= k)
+    tail = (1 - level) / 2
+    lows, highs = np.flatnonzero(below <= tail), np.flatnonzero(below >= 1 - tail)
+    if len(lows) == 0 or len(highs) == 0:
         return None
-    k = int(ranks[-1])
-    return float(ordered[k]), float(ordered[n - 1 - k]), float(1 - 2 * tail[k])
+    i, j = int(lows[-1]), int(highs[0])
+    return float(ordered[i]), float(ordered[j]), float(below[j] - below[i])
+
+
+def quantile_test(samples_a: list[float], samples_b: list[float], q: float) -> float:
+    """Two-sided p-value that two samples share their ``q``-quantile (Mood's quantile test).
+
+    Splits the pooled samples at their q-quantile and asks, by Fisher's exact test, whether one sample has
+    more of its values above it than chance would give. A tail percentile needs this: a rank test such as
+    Mann-Whitney U speaks about the whole distribution's location, not about its p95 or p99.
+    """
+    a, b = np.asarray(samples_a, dtype=float), np.asarray(samples_b, dtype=float)
+    cut = np.quantile(np.concatenate([a, b]), q)
+    above_a, above_b = int(np.sum(a > cut)), int(np.sum(b > cut))
+    table = [[above_a, len(a) - above_a], [above_b, len(b) - above_b]]
+    return float(stats.fisher_exact(table).pvalue)
 
 
 def timing_summary(values: list[float]) -> dict[str, Any]:
@@ -105,7 +124,7 @@ def timing_summary(values: list[float]) -> dict[str, Any]:
     if not samples:
         return {"n": 0, "samples": []}
     array = np.asarray(samples)
-    interval = median_interval(samples)
+    interval = quantile_interval(samples, 0.5)
     q1, median, q3 = np.percentile(array, [25, 50, 75])
     return {
         "median": float(median),
@@ -130,12 +149,18 @@ def pool_timings(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return timing_summary([v for summary in summaries for v in summary.get("samples", [])])
 
 
-def is_unstable(summary: dict[str, Any], half_width: float = UNSTABLE_HALF_WIDTH) -> bool:
-    """Whether a timing's 95% interval reaches further than +-5% of its median from the median.
+def relative_half_width(samples: list[float], q: float = 0.5) -> float | None:
+    """How far the 95% interval of the samples' ``q``-quantile reaches from it, as a fraction of it; None
+    where there is no interval (too few samples for that quantile)."""
+    interval = quantile_interval(samples, q)
+    value = float(np.percentile(samples, 100 * q)) if samples else 0.0
+    if interval is None or not value:
+        return None
+    return max(value - interval[0], interval[1] - value) / abs(value)
 
-    A timing with no interval (fewer than 6 samples) counts as unstable: nothing shows it is stable.
-    """
-    low, high, median = summary.get("ci_low"), summary.get("ci_high"), summary.get("median")
-    if low is None or high is None or not median:
-        return True
-    return max(median - low, high - median) > half_width * abs(median)
+
+def is_unstable(summary: dict[str, Any], half_width: float = UNSTABLE_HALF_WIDTH, q: float = 0.5) -> bool:
+    """Whether the 95% interval of a timing's ``q``-quantile (its median by default) reaches further than
+    +-5% of it. A quantile with no interval counts as unstable: nothing shows it is stable."""
+    width = relative_half_width(summary.get("samples") or [], q)
+    return width is None or width > half_width

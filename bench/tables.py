@@ -10,7 +10,15 @@ import pandas as pd
 
 from bench.catalog import Direction, header, is_quality, lookup, short_header
 from bench.records import slate_hits
-from bench.stats import binomial_interval, is_unstable, mean_interval, paired_seeds, paired_slates, pool_timings
+from bench.stats import (
+    binomial_interval,
+    is_unstable,
+    mean_interval,
+    paired_seeds,
+    paired_slates,
+    pool_timings,
+    quantile_interval,
+)
 
 # derived: CUDA peak allocated in training on a GPU, else the CPU peak over the process's baseline
 PEAK_MEMORY = "peak_memory_mib"
@@ -125,10 +133,10 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
     for failures.
 
     Speeds and latencies whose records keep timing samples: the samples of every seed pooled (seeds change
-    the data, not the speed), their median and the half-width of the median's order-statistic interval
-    (latency p95/p99: the pooled percentile, no interval); records without samples (schema 1): the median of
-    their single figures, no interval. Anything else: the mean over seeds with its
-    Student-t interval; one seed's slate_acc gets the binomial interval over its test slates.
+    the data, not the speed), their median (latency p95/p99: that percentile) and the half-width of its
+    order-statistic interval (none where the samples are too few for that quantile); records without
+    samples (schema 1): the median of their single figures, no interval. Anything else: the mean over
+    seeds with its Student-t interval; one seed's slate_acc gets the binomial interval over its test slates.
     """
     ok = group[group["status"] == "ok"]
     note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
@@ -136,15 +144,10 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         return math.nan, math.nan, note or _status_text(group)
     pooled = pooled_timing(ok, column)
     if pooled is not None:
-        quantile = _LATENCY_QUANTILES.get(column)
-        if quantile is not None:
-            return float(np.percentile(pooled["samples"], quantile)), math.nan, note
-        half = (
-            max(pooled["median"] - pooled["ci_low"], pooled["ci_high"] - pooled["median"])
-            if pooled["ci_low"] is not None
-            else math.nan
-        )
-        return pooled["median"], half, note
+        q = lookup(column).quantile
+        interval = quantile_interval(pooled["samples"], q)
+        value = float(np.percentile(pooled["samples"], 100 * q))
+        return value, max(value - interval[0], interval[1] - value) if interval else math.nan, note
     values = ok[column].dropna().tolist()
     entry = lookup(column)
     if entry is not None and entry.timing is not None:  # schema-1 records: single figures, no samples
@@ -155,9 +158,6 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         return values[0], binomial_interval(values[0], slates), note
     mean, half = mean_interval(values)
     return mean, half, note
-
-
-_LATENCY_QUANTILES = {"latency_b1_p95_ms": 95, "latency_b1_p99_ms": 99}
 
 
 def pooled_timing(ok: pd.DataFrame, column: str) -> dict[str, Any] | None:
@@ -173,12 +173,12 @@ def pooled_timing(ok: pd.DataFrame, column: str) -> dict[str, Any] | None:
 
 
 def speed_marks(group: pd.DataFrame, column: str) -> str:
-    """Warning marks of a speed value: unstable (interval wider than +-5%), contended (another load ran)."""
+    """Warning marks of a speed value: unstable (interval wider than +-5%, or none), contended (another load ran)."""
     ok = group[group["status"] == "ok"]
     pooled = pooled_timing(ok, column) if not ok.empty else None
     if pooled is None:
         return ""
-    marks = UNSTABLE_MARK if column not in _LATENCY_QUANTILES and is_unstable(pooled) else ""
+    marks = UNSTABLE_MARK if is_unstable(pooled, q=lookup(column).quantile) else ""
     if any((r.get("conditions") or {}).get("contended") for r in ok["_record"]):
         marks += CONTENDED_MARK
     return marks

@@ -13,6 +13,8 @@ counted; their runs say the machine was not quiet.
 Then two checks of ``bench compare`` on real runs: an A/A pair (two back-to-back runs of --aa-models, all
 by default: no regression expected) and a slowed pair (mlp and the test plugin model test-slowable, then
 the same with test-slowable doing ~20% more work, as a code change would: only it should regress).
+``--rejudge`` runs nothing: it judges the kept pairs again with the current ``bench compare`` and rewrites only
+that section of stability.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 
 from bench.compare import Comparison, compare_runs
 from bench.config import RunConfig
-from bench.records import RECORDS_FILE, cpu_name, load_records
+from bench.records import RECORDS_FILE, cpu_name, git_revision, load_records
 from bench.runner import run_cells
 from bench.stats import timing_summary
 from bench.sweep import build_cells
@@ -47,6 +49,7 @@ FLOOR_SIZE = 256  # the noise floor multiplies two FLOOR_SIZE x FLOOR_SIZE fp32 
 FLOOR_BLOCKS = 7
 TESTS = Path(__file__).resolve().parents[1] / "tests"  # the slowable test plugin lives there
 THRESHOLD = 0.05  # bench compare's default
+COMPARE_HEADING = "## bench compare on real runs"
 
 
 def matmul_floor(seconds: float, threads: int) -> dict[str, Any]:
@@ -167,20 +170,55 @@ def write_markdown(
             flag = " (contended)" if (r.get("conditions") or {}).get("contended") else ""
             cells.append(f"{value:.4g}{flag}" if value is not None else r["status"])
         lines.append(f"| {index} | " + " | ".join(cells) + f" | {floor_run['median']:.4g} |")
-    if checks:
-        lines += ["", "## bench compare on real runs", ""]
-        for title, comparison, expected in checks:
-            lines += comparison_lines(title, comparison, expected)
     text = "\n".join(lines) + "\n"
+    if checks:
+        text += "\n" + compare_section(checks)
     path.write_text(text)
     return text
 
 
-def run_pair(
-    profile: str, models: str, before: Path, after: Path, executor: str, slow_after: bool = False
-) -> Comparison:
+def compare_section(checks: list[tuple[str, Comparison, str]], note: str = "") -> str:
+    lines = [COMPARE_HEADING, "", *([note, ""] if note else [])]
+    for title, comparison, expected in checks:
+        lines += comparison_lines(title, comparison, expected)
+    return "\n".join(lines) + "\n"
+
+
+def judge_pairs(base: Path, aa_models: str) -> list[tuple[str, Comparison, str]]:
+    """``bench compare``'s verdicts on the A/A pair and the slowed pair kept under ``base``."""
+    return [
+        (
+            f"A/A: two runs of `--models {aa_models}`",
+            compare_runs(base / "aa-1", base / "aa-2", THRESHOLD),
+            "no regression",
+        ),
+        (
+            "test-slowable made ~20% slower",
+            compare_runs(base / "slow-before", base / "slow-after", THRESHOLD),
+            "test-slowable's speeds regress, mlp's do not",
+        ),
+    ]
+
+
+def rejudge(path: Path, aa_models: str) -> str:
+    """Re-judge the kept pairs with the current ``bench compare`` and rewrite only that section of
+    ``path``: the runs, their records and the CV table stay what they were."""
+    text = path.read_text()
+    if COMPARE_HEADING not in text:
+        raise SystemExit(f"error: {path} has no '{COMPARE_HEADING}' section to rewrite")
+    note = (
+        f"Judged {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, git {git_revision() or 'unknown'}, by the current "
+        "`bench compare` from the runs kept under stability/ (`python benchmarks/stability.py --rejudge`); "
+        "the runs are those above."
+    )
+    text = text.split(COMPARE_HEADING)[0] + compare_section(judge_pairs(path.parent / "stability", aa_models), note)
+    path.write_text(text)
+    return text
+
+
+def run_pair(profile: str, models: str, before: Path, after: Path, executor: str, slow_after: bool = False) -> None:
     """Two back-to-back runs of the same cells; the second with test-slowable slowed when ``slow_after``
-    (its cell keys unchanged, as after a code change). Returns ``bench compare``'s verdict on them."""
+    (its cell keys unchanged, as after a code change)."""
     cells = build_cells({"profile": profile, "models": models, "device": "cpu"})
     run_cells(cells, before, RunConfig(executor=executor, force=True))
     previous = os.environ.get("SLOWABLE_SLOW")
@@ -192,7 +230,6 @@ def run_pair(
             del os.environ["SLOWABLE_SLOW"]
         else:
             os.environ["SLOWABLE_SLOW"] = previous
-    return compare_runs(before, after, THRESHOLD)
 
 
 def use_test_plugin() -> None:
@@ -215,7 +252,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--floor-seconds", type=float, default=None, help="[3, or 0.3 for the smoke profile]")
     parser.add_argument("--aa-models", default="all", help="models of the A/A pair of runs ('' to skip the pairs)")
     parser.add_argument("--out", type=Path, default=Path("results/reference"))
+    parser.add_argument(
+        "--rejudge",
+        action="store_true",
+        help="run nothing: re-judge the pairs kept under OUT/stability with the current bench compare and "
+        "rewrite only that section of OUT/stability.md",
+    )
     args = parser.parse_args(argv)
+    if args.rejudge:
+        print(rejudge(args.out / "stability.md", args.aa_models))
+        return
     if args.runs < 2:
         parser.error("--runs must be at least 2 (a CV needs two runs)")
     cells = build_cells({"profile": args.profile, "models": args.models, "device": "cpu", "threads": args.threads})
@@ -234,13 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     checks = []
     if args.aa_models:
         base = args.out / "stability"
-        aa = run_pair(args.profile, args.aa_models, base / "aa-1", base / "aa-2", args.executor)
-        checks.append((f"A/A: two runs of `--models {args.aa_models}`", aa, "no regression"))
+        run_pair(args.profile, args.aa_models, base / "aa-1", base / "aa-2", args.executor)
         use_test_plugin()
-        slowed = run_pair(
-            args.profile, "mlp,test-slowable", base / "slow-before", base / "slow-after", args.executor, True
-        )
-        checks.append(("test-slowable made ~20% slower", slowed, "test-slowable's speeds regress, mlp's do not"))
+        run_pair(args.profile, "mlp,test-slowable", base / "slow-before", base / "slow-after", args.executor, True)
+        checks = judge_pairs(base, args.aa_models)
     print(write_markdown(args.out / "stability.md", args, per_run, floor, checks))
 
 

@@ -4,6 +4,7 @@ is the only regression, contended cells are excused unless asked, and nothing co
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -61,12 +62,18 @@ def test_a_model_made_slower_is_the_only_regression(tmp_path, slowable_plugin, m
     pytest.fail("no pair called test-slowable, and only it, a regression:\n" + "\n\n".join(outcomes))
 
 
-def _run_dir(tmp_path, name, rate, contended=False, slate_acc=0.5):
-    """A run of one synthetic MLP record whose training rate samples sit tightly around ``rate``."""
+def _run_dir(tmp_path, name, rate=None, contended=False, slate_acc=0.5, latency_ms=None):
+    """A run of one synthetic MLP record: training rate samples tightly around ``rate``, or batch-1 latency
+    samples ``latency_ms`` with their percentiles."""
     record = new_record(CellConfig(model="mlp", workload=WorkloadConfig(batches=1)))
-    timing = timing_summary([rate * (1 + 0.002 * (i % 5)) for i in range(20)])
-    record["timings"] = {"train_samples_per_s": timing}
-    record["measurements"] = {"train_samples_per_s": timing["median"]}
+    if latency_ms is None:
+        timing = timing_summary([rate * (1 + 0.002 * (i % 5)) for i in range(20)])
+        record["timings"] = {"train_samples_per_s": timing}
+        record["measurements"] = {"train_samples_per_s": timing["median"]}
+    else:
+        record["timings"] = {"latency_b1_ms": timing_summary(list(latency_ms))}
+        kept = record["timings"]["latency_b1_ms"]["samples"]
+        record["measurements"] = {f"latency_b1_p{q}_ms": float(np.percentile(kept, q)) for q in (50, 95, 99)}
     record["metrics"] = {"slate_acc": slate_acc}
     record["conditions"] = {"contended": contended}
     run_dir = tmp_path / name
@@ -101,6 +108,21 @@ def test_a_timing_too_noisy_to_resolve_the_threshold_is_not_called(tmp_path):
     (after / "records.jsonl").write_text(json.dumps(records[0]) + "\n")
     (change,) = [c for c in compare_runs(before, after, 0.05).changes if c.name == "train_samples_per_s"]
     assert not change.resolved and not change.regression and "too noisy" in change.verdict
+
+
+def test_a_slower_latency_tail_is_judged_on_the_tail_and_an_unresolvable_p99_is_not_called(tmp_path):
+    """The slowest tenth of 200 requests got 50% slower, the median did not move: p95 is a regression by
+    the quantile test; the p99 of 200 samples has no 95% interval, so it is never called; p50 stays."""
+    rng = np.random.default_rng(3)
+    before = rng.normal(1.0, 0.02, size=200)
+    after = before.copy()
+    after[before > np.quantile(before, 0.9)] *= 1.5
+    runs = _run_dir(tmp_path, "a", latency_ms=before), _run_dir(tmp_path, "b", latency_ms=after)
+    changes = {c.name: c for c in compare_runs(*runs, 0.05).changes}
+    p95, p99 = changes["latency_b1_p95_ms"], changes["latency_b1_p99_ms"]
+    assert p95.test == "quantile (p95)" and p95.p < 0.001 and p95.resolved and p95.regression
+    assert p99.worse and not p99.resolved and not p99.regression
+    assert not changes["latency_b1_p50_ms"].flagged
 
 
 def test_nothing_to_compare_is_an_error(tmp_path):

@@ -17,17 +17,25 @@ from bench.config import PROFILES, RunConfig, TrainConfig, WorkloadConfig
 from bench.data import digest, generate
 from bench.records import RECORDS_FILE, load_records
 from bench.runner import run_cells
-from bench.stats import compact_samples, is_unstable, median_interval, pool_timings, timing_summary
+from bench.stats import (
+    compact_samples,
+    is_unstable,
+    pool_timings,
+    quantile_interval,
+    quantile_test,
+    timing_summary,
+)
 from bench.train import TIMING_BLOCKS, train
 from rerankers import build_model
 
 MIB = 1024 * 1024
 
 
-# --- the interval of a median ---------------------------------------------------------------------------------
+# --- the interval of a quantile ---------------------------------------------------------------------------------
 
 
 def test_median_interval_uses_order_statistics_with_at_least_95_percent_coverage():
+    median_interval = quantile_interval  # q = 0.5 by default
     assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # 5 samples cover 93.75% at best
     low, high, coverage = median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
     assert (low, high) == (1.0, 6.0) and coverage == pytest.approx(1 - 2 / 64)
@@ -42,9 +50,36 @@ def test_median_interval_covers_the_true_median_of_a_skewed_distribution():
     covered = 0
     trials = 2000
     for _ in range(trials):
-        low, high, _ = median_interval(list(rng.lognormal(0.0, 0.5, size=12)))
+        low, high, _ = quantile_interval(list(rng.lognormal(0.0, 0.5, size=12)))
         covered += low <= true_median <= high
     assert covered / trials >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / trials)
+
+
+def test_a_tail_quantile_interval_covers_the_true_p95_and_needs_enough_samples():
+    assert quantile_interval([float(v) for v in range(71)], 0.95) is None  # P(all 71 below p95) > 2.5%
+    assert quantile_interval([float(v) for v in range(72)], 0.95) is not None
+    assert quantile_interval([float(v) for v in range(200)], 0.99) is None  # 200 latency requests: no p99 interval
+    rng = np.random.default_rng(1)
+    true_p95 = math.exp(0.5 * 1.6448536)  # of a log-normal with mu = 0, sigma = 0.5
+    covered, trials = 0, 1000
+    for _ in range(trials):
+        low, high, coverage = quantile_interval(list(rng.lognormal(0.0, 0.5, size=200)), 0.95)
+        assert coverage >= 0.95
+        covered += low <= true_p95 <= high
+    assert covered / trials >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / trials)
+
+
+def test_the_quantile_test_sees_a_tail_that_moved_and_a_rank_test_does_not():
+    from scipy import stats
+
+    rng = np.random.default_rng(2)
+    before = rng.normal(1.0, 0.05, size=400)
+    after = before.copy()
+    after[before > np.quantile(before, 0.9)] *= 1.5  # the slowest tenth of requests 50% slower, the median unmoved
+    assert quantile_test(list(before), list(after), 0.95) < 1e-6
+    assert stats.mannwhitneyu(before, after).pvalue > 0.05
+    same = rng.normal(1.0, 0.05, size=400)
+    assert quantile_test(list(before), list(same), 0.95) > 0.01
 
 
 def test_timing_summary_keeps_compact_samples_and_is_recomputable_from_them():
@@ -122,6 +157,21 @@ def test_a_record_keeps_every_speed_measurement_as_samples(smoke_cell):
     assert x["infer_samples_per_s"] == timings["infer_samples_per_s"]["median"]
     assert x["latency_b1_p50_ms"] == timings["latency_b1_ms"]["median"]
     assert x["latency_b1_p50_ms"] <= x["latency_b1_p95_ms"] <= x["latency_b1_p99_ms"]
+    assert x["latency_b1_p95_ms"] == pytest.approx(np.percentile(timings["latency_b1_ms"]["samples"], 95))
+
+
+def test_the_measurement_sizes_are_options_that_reach_the_record(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    args = ["run", "--profile", "smoke", "--models", "mlp", "--executor", "inline", "--out", str(tmp_path)]
+    args += ["--run-id", "r", "--latency-requests", "80", "--throughput-blocks", "6"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (record,) = load_records(tmp_path / "r" / RECORDS_FILE)
+    assert record["config"]["measure"]["latency_requests"] == 80
+    assert record["timings"]["latency_b1_ms"]["n"] == 80 and record["timings"]["infer_samples_per_s"]["n"] == 6
 
 
 # --- memory per phase -----------------------------------------------------------------------------------------

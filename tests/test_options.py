@@ -22,8 +22,11 @@ FORMER_FILE_KEYS = {
 
 
 def test_sweep_file_keys_are_unchanged():
-    # Later additions: the training settings that TrainConfig always had, reachable since the tuning issue.
-    assert FILE_KEYS == FORMER_FILE_KEYS | {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout"}
+    # Later additions: the training settings that TrainConfig always had, reachable since the tuning issue,
+    # and the measurement's own sizes (MeasureConfig).
+    later = {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout"}
+    measure = {"latency_requests", "throughput_blocks", "min_block_seconds"}
+    assert FILE_KEYS == FORMER_FILE_KEYS | later | measure
 
 
 def test_axes_keep_the_product_order():
@@ -46,6 +49,7 @@ def test_axes_keep_the_product_order():
         ("colour = 3", "unknown key(s) colour"),
         ("executor = 'docker'", "unknown executor 'docker'"),
         ("ray_cpus = 0", "ray-cpus must be positive"),
+        ("latency_requests = 0", "latency-requests must be at least 1, got 0"),
     ],
 )
 def test_bad_sweep_file_value_is_one_error_line(tmp_path, line, message):

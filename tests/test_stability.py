@@ -48,6 +48,13 @@ def test_stability_runs_the_cells_back_to_back_and_writes_the_table(tmp_path, re
     assert "### A/A: two runs of `--models mlp`" in text and "### test-slowable made ~20% slower" in text
     slowed = load_records(tmp_path / "stability" / "slow-after" / "records.jsonl")
     assert {r["model"] for r in slowed} == {"mlp", "test-slowable"} and all(r["status"] == "ok" for r in slowed)
+    # --rejudge runs nothing and rewrites only the compare section, from the kept pairs
+    head = text.split(stability.COMPARE_HEADING)[0]
+    stability.main(["--rejudge", "--aa-models", "mlp", "--out", str(tmp_path)])
+    rejudged = (tmp_path / "stability.md").read_text()
+    assert rejudged.startswith(head) and "stability.py --rejudge" in rejudged
+    assert rejudged.split("### A/A")[1] == text.split("### A/A")[1]  # same records, same verdicts
+    assert len(load_records(tmp_path / "stability" / "aa-2" / "records.jsonl")) == 1
 
 
 def test_coefficient_of_variation():

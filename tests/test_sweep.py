@@ -294,6 +294,20 @@ def test_report_leaves_out_a_plot_whose_values_the_records_lack(sweep_run, tmp_p
     assert "](throughput_vs_batch_size.png)" in report
 
 
+def test_a_memory_plot_of_zero_growth_is_still_drawn(sweep_run, tmp_path):
+    """Cells run inline in a process that freed memory earlier can grow none over their baseline (0 MiB): a
+    real value, which a log scale cannot show; the plot is drawn on a linear scale instead of dropped."""
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    records = load_records(sweep_run / "records.jsonl")
+    for record in records:
+        record["measurements"]["cpu_net_peak_rss_mib"] = 0.0
+    (zero / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert invoke("report", zero).exit_code == 0
+    assert (zero / "memory_vs_batch_size.png").read_bytes().startswith(b"\x89PNG")
+    assert "](memory_vs_batch_size.png)" in (zero / "report.md").read_text()
+
+
 def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path):
     same = invoke("compare", sweep_run, sweep_run)
     assert same.exit_code == 0 and "0 value(s) changed" in same.stdout
