@@ -115,10 +115,18 @@ class MeasureConfig:
         maximum=1_000_000,
     )
     throughput_blocks: int = option(
-        7, "Timed blocks of inference at the cell's batch size (an interval needs 6).", MEASUREMENT, minimum=1
+        7,
+        "Timed blocks of inference at the cell's batch size (an interval needs 6).",
+        MEASUREMENT,
+        minimum=1,
+        maximum=10_000,
     )
     min_block_seconds: float = option(
-        0.05, "Shortest inference block: calls per block grow until one lasts this long.", MEASUREMENT, minimum=0
+        0.05,
+        "Shortest inference block in seconds: calls per block grow until one lasts this long.",
+        MEASUREMENT,
+        minimum=0,
+        maximum=60,
     )
 
 
