@@ -62,7 +62,7 @@ def paired_seeds(values_a: list[float], values_b: list[float]) -> tuple[float, f
 # --- Timing samples -------------------------------------------------------------------------------------------
 
 TIMING_LEVEL = 0.95  # coverage asked of the interval of a timing quantile (median, p95...)
-UNSTABLE_HALF_WIDTH = 0.05  # a timing whose interval reaches further than +-5% of its median is unstable
+UNSTABLE_HALF_WIDTH = 0.05  # a timing whose interval reaches further than +-5% of its value is unstable
 SIGNIFICANT_DIGITS = 4  # raw timing samples are kept rounded to this many significant digits
 
 
