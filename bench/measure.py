@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,20 +44,51 @@ def inference_throughput_samples(model: nn.Module, batch: SlateBatch, config: Me
     return [len(batch) * iterations / _timed_block(forward, iterations, device) for _ in blocks]
 
 
-@torch.inference_mode()
-def latency_samples_ms(model: nn.Module, requests: SlateBatch, config: MeasureConfig) -> list[float]:
-    """Milliseconds of ``config.latency_requests`` eval-mode forward passes at batch size 1 (online
-    requests), each synchronised, after a warm-up of up to 10 requests."""
-    device = requests.items.device
-    model.eval()
-    count = config.latency_requests
-    for i in range(min(10, count)):  # warm-up
-        model(requests[i : i + 1])
-    samples = []
-    for i in range(count):
-        one = requests[i % len(requests) : i % len(requests) + 1]
-        samples.append(_timed_block(lambda one=one: model(one), 1, device) * 1000)
-    return samples
+class LatencySampler:
+    """Batch-1 latency (online requests) in milliseconds: ``config.latency_requests`` eval-mode forward
+    passes, each synchronised, taken in ``bursts`` bursts spread over the cell's life.
+
+    A cell calls ``burst()`` after each training epoch and once after training: on a shared machine the
+    speed of a single request moves between levels over seconds (README, "Reference results"), so 200
+    requests in one fraction of a second see one level, and their interval would not cover the next cell's.
+    Spread over the whole training, the samples see what the machine did during the cell. The model's
+    eval-mode forward pass does not depend on its weights' values, so a request costs the same at every
+    epoch. Each burst starts with up to 3 untimed requests (warm-up) and leaves the model in the mode it
+    found it in; the requests cycle through ``requests`` across bursts.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, model: nn.Module, requests: SlateBatch, config: MeasureConfig, bursts: int = 1) -> None:
+        self.model, self.requests = model, requests
+        self.parts = [list(part) for part in np.array_split(np.arange(config.latency_requests), max(1, bursts))]
+        self.samples: list[float] = []
+        self.bursts = 0  # bursts that timed at least one request
+
+    @torch.inference_mode()
+    def burst(self) -> None:
+        """Time the next share of the requests (nothing once every share is taken)."""
+        if not self.parts:
+            return
+        part = self.parts.pop(0)
+        if not part:
+            return
+        device, total = self.requests.items.device, len(self.requests)
+        was_training = self.model.training
+        self.model.eval()
+        for i in part[: self.WARMUP]:
+            self.model(self.requests[i % total : i % total + 1])
+        for i in part:
+            one = self.requests[i % total : i % total + 1]
+            self.samples.append(_timed_block(lambda one=one: self.model(one), 1, device) * 1000)
+        self.bursts += 1
+        self.model.train(was_training)
+
+    def finish(self) -> list[float]:
+        """Take every share not taken yet (a cell that trains nothing takes them all here)."""
+        while self.parts:
+            self.burst()
+        return self.samples
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -158,6 +158,38 @@ def test_a_record_keeps_every_speed_measurement_as_samples(smoke_cell):
     assert x["latency_b1_p50_ms"] == timings["latency_b1_ms"]["median"]
     assert x["latency_b1_p50_ms"] <= x["latency_b1_p95_ms"] <= x["latency_b1_p99_ms"]
     assert x["latency_b1_p95_ms"] == pytest.approx(np.percentile(timings["latency_b1_ms"]["samples"], 95))
+    # smoke: 10 requests spread over the 2 epochs and the end of the cell
+    assert x["latency_bursts"] == PROFILES["smoke"]["train"].epochs + 1
+
+
+def test_latency_requests_are_spread_in_bursts_and_leave_the_model_as_found():
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.eval_calls = 0
+
+        def forward(self, batch):
+            self.eval_calls += not self.training
+            return batch.items.sum(-1)
+
+    model = Counting().train()
+    data = generate(WorkloadConfig(batch_size=8, batches=1, valid_slates=16, test_slates=16), seed=0)
+    config = replace(PROFILES["smoke"]["measure"], latency_requests=10)
+    sampler = measure.LatencySampler(model, data.test.inputs, config, bursts=4)
+    sampler.burst()  # 3 requests (10 split 3, 3, 2, 2), after up to 3 untimed ones
+    assert len(sampler.samples) == 3 and model.eval_calls == 6 and model.training
+    assert len(sampler.finish()) == 10 and sampler.bursts == 4
+    sampler.burst()  # every share taken: nothing more
+    assert len(sampler.samples) == 10
+    few = measure.LatencySampler(model, data.test.inputs, replace(config, latency_requests=2), bursts=4)
+    assert len(few.finish()) == 2 and few.bursts == 2  # empty shares are no burst
+
+
+def test_a_model_that_trains_nothing_takes_its_latency_in_one_burst(smoke_cell):
+    record = run_cell(smoke_cell("random", model_kwargs={}))
+    assert record["status"] == "ok", record["error"]
+    assert record["measurements"]["latency_bursts"] == 1
+    assert record["timings"]["latency_b1_ms"]["n"] == PROFILES["smoke"]["measure"].latency_requests
 
 
 def test_the_measurement_sizes_are_options_that_reach_the_record(tmp_path):
