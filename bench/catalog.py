@@ -67,7 +67,7 @@ _ENTRIES = (
     Metric("latency_b1_p50_ms", "latency b1 p50", "ms", L, "latency", _X, "latency_b1_ms", short="p50 (ms)"),
     Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms", 0.95),
     Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms", 0.99),
-    Metric("latency_bursts", "latency bursts (requests spread over the cell)", "", N, "count", _X),
+    Metric("serving_bursts", "bursts the inference blocks and latency requests were spread in", "", N, "count", _X),
     # CPU memory: "net" is over the process's baseline (interpreter, torch, harness) measured before any
     # data or model existed, so it is the cell's own footprint; the absolute peaks include the baseline.
     Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X, short="MiB"),

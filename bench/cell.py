@@ -166,13 +166,19 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
         trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
         evaluated = workload.valid if cell.eval_split == "valid" else workload.test
-        # Latency requests are spread over the cell's life: one share after each epoch, the rest at the end.
-        latency = measure.LatencySampler(
-            runnable, evaluated.inputs, cell.measure, bursts=cell.train.epochs + 1 if trainable else 1
+        # Inference blocks and latency requests are spread over the cell's life: one share after each
+        # epoch, the rest at the end. The training phase's memory peak thus includes eval-mode forward
+        # passes at the training batch size, which hold less than a training step does.
+        serving = measure.ServingSampler(
+            runnable,
+            evaluated[: cell.workload.batch_size].inputs,
+            evaluated.inputs,
+            cell.measure,
+            bursts=cell.train.epochs + 1 if trainable else 1,
         )
 
         def after_epoch(epoch: int, loss: float, valid_acc: float) -> None:
-            latency.burst()  # outside every timed training block (train() calls this after validation)
+            serving.burst()  # outside every timed training block (train() calls this after validation)
             if on_epoch is not None:
                 on_epoch(epoch, loss, valid_acc)
 
@@ -201,13 +207,11 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         del scores
         measure.reset_peak_memory(device)
-        serving_batch = evaluated[: cell.workload.batch_size].inputs
         with _cpu_phase(on_cpu) as phase:
-            throughput = measure.inference_throughput_samples(runnable, serving_batch, cell.measure)
-            latency_samples = latency.finish()
+            throughput, latency_samples = serving.finish()
         timings["infer_samples_per_s"] = timing_summary(throughput)
         timings["latency_b1_ms"] = timing_summary(latency_samples)
-        x["latency_bursts"] = latency.bursts
+        x["serving_bursts"] = serving.bursts
         x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
         latency_ms = timings["latency_b1_ms"]["samples"]
         x.update({m.name: float(np.percentile(latency_ms, 100 * m.quantile)) for m in summarising("latency_b1_ms")})

@@ -27,68 +27,81 @@ def _timed_block(fn: Callable[[], object], iterations: int, device: torch.device
     return time.perf_counter() - start
 
 
-@torch.inference_mode()
-def inference_throughput_samples(model: nn.Module, batch: SlateBatch, config: MeasureConfig) -> list[float]:
-    """Samples/s of ``config.throughput_blocks`` timed blocks of eval-mode forward passes at ``batch``'s size.
+class ServingSampler:
+    """The serving measurements, taken in ``bursts`` bursts spread over the cell's life:
+    ``config.throughput_blocks`` timed blocks of eval-mode forward passes at ``batch``'s size (samples/s per
+    block, one synchronisation around each) and ``config.latency_requests`` batch-1 requests from
+    ``requests``, each synchronised (milliseconds).
 
-    Each block runs enough calls to last ``min_block_seconds`` and is timed with one
-    synchronisation around it, not one per call.
-    """
-    device = batch.items.device
-    model.eval()
-    forward = lambda: model(batch)  # noqa: E731
-    iterations = 1
-    while _timed_block(forward, iterations, device) < config.min_block_seconds and iterations < 4096:
-        iterations *= 2  # also serves as warm-up
-    blocks = range(config.throughput_blocks)
-    return [len(batch) * iterations / _timed_block(forward, iterations, device) for _ in blocks]
-
-
-class LatencySampler:
-    """Batch-1 latency (online requests) in milliseconds: ``config.latency_requests`` eval-mode forward
-    passes, each synchronised, taken in ``bursts`` bursts spread over the cell's life.
-
-    A cell calls ``burst()`` after each training epoch and once after training: on a shared machine the
-    speed of a single request moves between levels over seconds (README, "Reference results"), so 200
-    requests in one fraction of a second see one level, and their interval would not cover the next cell's.
-    Spread over the whole training, the samples see what the machine did during the cell. The model's
-    eval-mode forward pass does not depend on its weights' values, so a request costs the same at every
-    epoch. Each burst starts with up to 3 untimed requests (warm-up) and leaves the model in the mode it
-    found it in; the requests cycle through ``requests`` across bursts.
+    A cell calls ``burst()`` after each training epoch and ``finish()`` after training: on a shared machine
+    the speed of the same forward pass moves between levels over seconds (README, "Reference results"),
+    so blocks or requests taken in one fraction of a second see one level, and their interval would not
+    cover the next cell's. Spread over the whole training, the samples see what the machine did during
+    the cell. The model's eval-mode forward pass does not depend on its weights' values, so it costs the
+    same at every epoch. Each burst starts untimed (the first burst by growing the calls per block until
+    one lasts ``min_block_seconds``, later ones by one call; up to 3 requests), draws no random number and
+    leaves the model in the mode it found it in.
     """
 
-    WARMUP = 3
+    WARMUP_REQUESTS = 3
+    MAX_CALLS = 4096  # calls per block
 
-    def __init__(self, model: nn.Module, requests: SlateBatch, config: MeasureConfig, bursts: int = 1) -> None:
-        self.model, self.requests = model, requests
-        self.parts = [list(part) for part in np.array_split(np.arange(config.latency_requests), max(1, bursts))]
-        self.samples: list[float] = []
-        self.bursts = 0  # bursts that timed at least one request
+    def __init__(
+        self, model: nn.Module, batch: SlateBatch, requests: SlateBatch, config: MeasureConfig, bursts: int = 1
+    ) -> None:
+        self.model, self.batch, self.requests, self.config = model, batch, requests, config
+        shares = max(1, bursts)
+        self.block_shares = [len(part) for part in np.array_split(np.arange(config.throughput_blocks), shares)]
+        self.request_shares = [list(part) for part in np.array_split(np.arange(config.latency_requests), shares)]
+        self.calls_per_block: int | None = None
+        self.throughput: list[float] = []
+        self.latency_ms: list[float] = []
+        self.bursts = 0  # bursts that timed at least one block or request
 
     @torch.inference_mode()
     def burst(self) -> None:
-        """Time the next share of the requests (nothing once every share is taken)."""
-        if not self.parts:
+        """Time the next share of the blocks and requests (nothing once every share is taken)."""
+        if not self.request_shares:
             return
-        part = self.parts.pop(0)
-        if not part:
+        blocks, requests = self.block_shares.pop(0), self.request_shares.pop(0)
+        if not blocks and not requests:
             return
-        device, total = self.requests.items.device, len(self.requests)
         was_training = self.model.training
         self.model.eval()
-        for i in part[: self.WARMUP]:
-            self.model(self.requests[i % total : i % total + 1])
-        for i in part:
-            one = self.requests[i % total : i % total + 1]
-            self.samples.append(_timed_block(lambda one=one: self.model(one), 1, device) * 1000)
+        self._blocks(blocks)
+        self._requests(requests)
         self.bursts += 1
         self.model.train(was_training)
 
-    def finish(self) -> list[float]:
-        """Take every share not taken yet (a cell that trains nothing takes them all here)."""
-        while self.parts:
+    def _blocks(self, count: int) -> None:
+        if not count:
+            return
+        device = self.batch.items.device
+        forward = lambda: self.model(self.batch)  # noqa: E731
+        if self.calls_per_block is None:
+            calls = 1  # growing the calls per block is also the warm-up
+            while _timed_block(forward, calls, device) < self.config.min_block_seconds and calls < self.MAX_CALLS:
+                calls *= 2
+            self.calls_per_block = calls
+        else:
+            forward()  # warm-up
+        size = len(self.batch) * self.calls_per_block
+        self.throughput += [size / _timed_block(forward, self.calls_per_block, device) for _ in range(count)]
+
+    def _requests(self, indices: list[int]) -> None:
+        device, total = self.requests.items.device, len(self.requests)
+        for i in indices[: self.WARMUP_REQUESTS]:
+            self.model(self.requests[i % total : i % total + 1])
+        for i in indices:
+            one = self.requests[i % total : i % total + 1]
+            self.latency_ms.append(_timed_block(lambda one=one: self.model(one), 1, device) * 1000)
+
+    def finish(self) -> tuple[list[float], list[float]]:
+        """Take every share not taken yet (a cell that trains nothing takes them all here); returns the
+        samples/s of the blocks and the milliseconds of the requests."""
+        while self.request_shares:
             self.burst()
-        return self.samples
+        return self.throughput, self.latency_ms
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -24,7 +24,9 @@ import torch
 from bench.config import CellConfig
 from bench.errors import ConfigError
 
-SCHEMA_VERSION = 2  # 2: timings, conditions, per-phase memory and the cpu dropout (README, Record schema)
+# 2: timings, conditions, per-phase memory and the cpu dropout; 3: inference blocks spread over the cell with
+# the latency requests, in serving_bursts (README, Record schema)
+SCHEMA_VERSION = 3
 # Every status a record can carry, each only with evidence: oom needs an allocation failure or the kernel's OOM
 # counter; killed is a worker ended by a signal without such evidence; pruned is a tuning trial stopped early.
 STATUSES = ("ok", "failed", "diverged", "oom", "timeout", "killed", "pruned")

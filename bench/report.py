@@ -108,8 +108,9 @@ HOW_TO_READ = """\
 - **train**: training samples/s over steady-state steps (the first epoch's warm-up steps and per-epoch validation
   excluded), timed in about 20 blocks. **inference**: samples/s of eval-mode forward passes at the cell's batch
   size, per timed block. **latency b1**: one eval-mode forward pass at batch size 1 (an online request),
-  percentiles over requests, taken in bursts spread over the cell (after each epoch and at the end; a record
-  without `latency_bursts` took them in one). Every model trains with the same CPU dropout (the record's
+  percentiles over requests. Both are taken in bursts spread over the cell (after each epoch and at the end;
+  records of schema 2 took the inference blocks in one burst at the end, and the latency requests too where
+  they lack `latency_bursts`). Every model trains with the same CPU dropout (the record's
   `environment.cpu_dropout`).
 - **memory over baseline** (CPU): the cell's peak resident memory during training and during inference, the
   larger of the two, minus the process's memory before any data or model existed (interpreter, torch, harness):

@@ -5,7 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.records import load_records
+from bench.records import SCHEMA_VERSION, load_records
 
 runner = CliRunner()
 
@@ -144,7 +144,7 @@ def test_torn_last_line_is_reported_and_skipped(smoke_run, tmp_path):
     (copy / "records.jsonl").write_text(text + text.splitlines()[0][:50])
     with pytest.warns(UserWarning, match="incomplete record"):
         assert len(load_records(copy / "records.jsonl")) == 2
-    assert json.loads(text.splitlines()[0])["schema"] == 2
+    assert json.loads(text.splitlines()[0])["schema"] == SCHEMA_VERSION
 
 
 def test_console_usage_errors_are_one_line(tmp_path):

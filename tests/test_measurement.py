@@ -158,38 +158,46 @@ def test_a_record_keeps_every_speed_measurement_as_samples(smoke_cell):
     assert x["latency_b1_p50_ms"] == timings["latency_b1_ms"]["median"]
     assert x["latency_b1_p50_ms"] <= x["latency_b1_p95_ms"] <= x["latency_b1_p99_ms"]
     assert x["latency_b1_p95_ms"] == pytest.approx(np.percentile(timings["latency_b1_ms"]["samples"], 95))
-    # smoke: 10 requests spread over the 2 epochs and the end of the cell
-    assert x["latency_bursts"] == PROFILES["smoke"]["train"].epochs + 1
+    # smoke: 3 blocks and 10 requests spread over the 2 epochs and the end of the cell
+    assert x["serving_bursts"] == PROFILES["smoke"]["train"].epochs + 1
 
 
-def test_latency_requests_are_spread_in_bursts_and_leave_the_model_as_found():
+def test_serving_blocks_and_requests_are_spread_in_bursts_and_leave_the_model_as_found():
     class Counting(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.eval_calls = 0
+            self.eval_calls = []  # batch size of each eval-mode call
 
         def forward(self, batch):
-            self.eval_calls += not self.training
+            if not self.training:
+                self.eval_calls.append(len(batch))
             return batch.items.sum(-1)
 
     model = Counting().train()
     data = generate(WorkloadConfig(batch_size=8, batches=1, valid_slates=16, test_slates=16), seed=0)
-    config = replace(PROFILES["smoke"]["measure"], latency_requests=10)
-    sampler = measure.LatencySampler(model, data.test.inputs, config, bursts=4)
-    sampler.burst()  # 3 requests (10 split 3, 3, 2, 2), after up to 3 untimed ones
-    assert len(sampler.samples) == 3 and model.eval_calls == 6 and model.training
-    assert len(sampler.finish()) == 10 and sampler.bursts == 4
+    config = replace(PROFILES["smoke"]["measure"], latency_requests=10, throughput_blocks=5, min_block_seconds=0)
+    sampler = measure.ServingSampler(model, data.test[:8].inputs, data.test.inputs, config, bursts=4)
+    sampler.burst()  # blocks 5 split 2, 1, 1, 1; requests 10 split 3, 3, 2, 2
+    # one untimed block of one call (it lasts >= 0 s), 2 timed blocks, 3 untimed and 3 timed requests
+    assert model.eval_calls == [8] * 3 + [1] * 6 and model.training
+    assert len(sampler.throughput) == 2 and len(sampler.latency_ms) == 3
+    sampler.burst()  # later bursts warm up with one call at the batch size
+    assert model.eval_calls[9:] == [8] * 2 + [1] * 6
+    throughput, latency_ms = sampler.finish()
+    assert len(throughput) == 5 and len(latency_ms) == 10 and sampler.bursts == 4
     sampler.burst()  # every share taken: nothing more
-    assert len(sampler.samples) == 10
-    few = measure.LatencySampler(model, data.test.inputs, replace(config, latency_requests=2), bursts=4)
-    assert len(few.finish()) == 2 and few.bursts == 2  # empty shares are no burst
+    assert len(sampler.throughput) == 5 and len(sampler.latency_ms) == 10
+    few = replace(config, latency_requests=2, throughput_blocks=1)
+    sampler = measure.ServingSampler(model, data.test[:8].inputs, data.test.inputs, few, bursts=4)
+    assert [len(part) for part in sampler.finish()] == [1, 2] and sampler.bursts == 2  # empty shares are no burst
 
 
-def test_a_model_that_trains_nothing_takes_its_latency_in_one_burst(smoke_cell):
+def test_a_model_that_trains_nothing_takes_its_serving_measurements_in_one_burst(smoke_cell):
     record = run_cell(smoke_cell("random", model_kwargs={}))
     assert record["status"] == "ok", record["error"]
-    assert record["measurements"]["latency_bursts"] == 1
+    assert record["measurements"]["serving_bursts"] == 1
     assert record["timings"]["latency_b1_ms"]["n"] == PROFILES["smoke"]["measure"].latency_requests
+    assert record["timings"]["infer_samples_per_s"]["n"] == PROFILES["smoke"]["measure"].throughput_blocks
 
 
 def test_the_measurement_sizes_are_options_that_reach_the_record(tmp_path):
