@@ -149,14 +149,22 @@ def pool_timings(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return timing_summary([v for summary in summaries for v in summary.get("samples", [])])
 
 
-def relative_half_width(samples: list[float], q: float = 0.5) -> float | None:
-    """How far the 95% interval of the samples' ``q``-quantile reaches from it, as a fraction of it; None
-    where there is no interval (too few samples for that quantile)."""
+def quantile_half_width(samples: list[float], q: float = 0.5) -> tuple[float, float]:
+    """The samples' ``q``-quantile and how far its 95% interval reaches from it (nan where there is no
+    interval: too few samples for that quantile)."""
+    if not samples:
+        return math.nan, math.nan
+    value = float(np.percentile(samples, 100 * q))
     interval = quantile_interval(samples, q)
-    value = float(np.percentile(samples, 100 * q)) if samples else 0.0
-    if interval is None or not value:
+    return value, max(value - interval[0], interval[1] - value) if interval else math.nan
+
+
+def relative_half_width(samples: list[float], q: float = 0.5) -> float | None:
+    """``quantile_half_width`` as a fraction of the quantile; None where there is no interval."""
+    value, half = quantile_half_width(samples, q)
+    if math.isnan(half) or not value:
         return None
-    return max(value - interval[0], interval[1] - value) / abs(value)
+    return half / abs(value)
 
 
 def is_unstable(summary: dict[str, Any], half_width: float = UNSTABLE_HALF_WIDTH, q: float = 0.5) -> bool:

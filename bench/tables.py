@@ -17,7 +17,7 @@ from bench.stats import (
     paired_seeds,
     paired_slates,
     pool_timings,
-    quantile_interval,
+    quantile_half_width,
 )
 
 # derived: CUDA peak allocated in training on a GPU, else the CPU peak over the process's baseline
@@ -144,10 +144,7 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         return math.nan, math.nan, note or _status_text(group)
     pooled = pooled_timing(ok, column)
     if pooled is not None:
-        q = lookup(column).quantile
-        interval = quantile_interval(pooled["samples"], q)
-        value = float(np.percentile(pooled["samples"], 100 * q))
-        return value, max(value - interval[0], interval[1] - value) if interval else math.nan, note
+        return (*quantile_half_width(pooled["samples"], lookup(column).quantile), note)
     values = ok[column].dropna().tolist()
     entry = lookup(column)
     if entry is not None and entry.timing is not None:  # schema-1 records: single figures, no samples
