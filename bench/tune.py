@@ -141,11 +141,16 @@ def _study(run_dir: Path, name: str, seed: int):
 
 
 def check_study_file(path: Path) -> None:
-    """A ConfigError naming ``path`` when it is not a readable SQLite database (truncated, overwritten)."""
+    """A ConfigError naming ``path`` when it is not a readable SQLite database (truncated, overwritten).
+
+    Opened for writing (never created): a tune killed inside a write leaves a hot journal, which SQLite rolls
+    back when the database is next opened, and a read-only connection cannot, so it would call a sound study
+    unreadable ("attempt to write a readonly database").
+    """
     import sqlite3
 
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        with sqlite3.connect(f"file:{path}?mode=rw", uri=True) as connection:
             (verdict,) = connection.execute("PRAGMA quick_check").fetchone()
         connection.close()
     except sqlite3.Error as error:

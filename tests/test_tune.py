@@ -23,6 +23,7 @@ from bench.tune import (
     STUDY_FILE,
     Budget,
     TrialPruned,
+    check_study_file,
     default_params,
     search,
     search_space,
@@ -96,6 +97,31 @@ def test_a_pruned_trial_is_recorded_as_pruned(smoke_cell, tmp_path):
     assert statuses == ["ok", "pruned", "ok"]
     study = optuna.load_study(study_name=study_name(mlp_cell(smoke_cell)), storage=f"sqlite:///{tmp_path / STUDY_FILE}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+
+
+def test_a_study_killed_inside_a_write_is_rolled_back_not_called_unreadable(tmp_path):
+    """A kill inside an SQLite write leaves a hot journal; the study check must let SQLite roll it back."""
+    import sqlite3
+
+    study = tmp_path / STUDY_FILE
+    with sqlite3.connect(study) as connection:
+        connection.execute("create table t(x)")
+        connection.execute("insert into t values (1)")
+    connection.close()
+    writer = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\n"  # pages spill into the file before the commit
+        "c.execute('BEGIN')\n"
+        "c.executemany('insert into t values (?)', [(os.urandom(512),) for _ in range(2000)])\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(study)], check=False)
+    assert (tmp_path / f"{STUDY_FILE}-journal").exists()  # the kill left a hot journal
+    check_study_file(study)
+    with sqlite3.connect(study) as connection:
+        assert connection.execute("select count(*) from t").fetchone() == (1,)  # the write was rolled back
+    connection.close()
 
 
 def test_a_killed_tune_continues_its_study_without_repeating_trials(tmp_path):
