@@ -50,9 +50,9 @@ class ServingSampler:
         self, model: nn.Module, batch: SlateBatch, requests: SlateBatch, config: MeasureConfig, bursts: int = 1
     ) -> None:
         self.model, self.batch, self.requests, self.config = model, batch, requests, config
-        shares = max(1, bursts)
-        self.block_shares = [len(part) for part in np.array_split(np.arange(config.throughput_blocks), shares)]
-        self.request_shares = [list(part) for part in np.array_split(np.arange(config.latency_requests), shares)]
+        blocks = np.array_split(np.arange(config.throughput_blocks), max(1, bursts))
+        requests = np.array_split(np.arange(config.latency_requests), max(1, bursts))
+        self.shares = [(len(b), list(r)) for b, r in zip(blocks, requests, strict=True)]  # one per burst
         self.calls_per_block: int | None = None
         self.throughput: list[float] = []
         self.latency_ms: list[float] = []
@@ -61,9 +61,9 @@ class ServingSampler:
     @torch.inference_mode()
     def burst(self) -> None:
         """Time the next share of the blocks and requests (nothing once every share is taken)."""
-        if not self.request_shares:
+        if not self.shares:
             return
-        blocks, requests = self.block_shares.pop(0), self.request_shares.pop(0)
+        blocks, requests = self.shares.pop(0)
         if not blocks and not requests:
             return
         was_training = self.model.training
@@ -99,7 +99,7 @@ class ServingSampler:
     def finish(self) -> tuple[list[float], list[float]]:
         """Take every share not taken yet (a cell that trains nothing takes them all here); returns the
         samples/s of the blocks and the milliseconds of the requests."""
-        while self.request_shares:
+        while self.shares:
             self.burst()
         return self.throughput, self.latency_ms
 
