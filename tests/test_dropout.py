@@ -11,7 +11,7 @@ import rerankers
 from bench.cell import run_cell
 from bench.config import CellConfig, ConfigError, validate
 from rerankers import dropout as dropout_module
-from rerankers.dropout import LANES, Dropout, lane_drop_count, torch_bernoulli_is_serial, use_cpu_dropout
+from rerankers.dropout import LANES, Dropout, lane_drop_count, use_cpu_dropout
 
 
 @pytest.fixture(autouse=True)
@@ -153,7 +153,9 @@ def test_a_cell_trains_every_model_with_the_setting_and_records_it(smoke_cell, d
     assert SEEN_DROPOUT_TYPES and set(SEEN_DROPOUT_TYPES) == {used}
     env = record["environment"]
     assert env["cpu_dropout"] == setting and env["dropout_modules"] == 1
-    assert env["cpu_dropout_kernel"] == ("bulk-bits" if setting == "bulk" and torch_bernoulli_is_serial() else "torch")
+    assert env["cpu_dropout_kernel"] == (
+        "bulk-bits" if setting == "bulk" and dropout_module.torch_bernoulli_is_serial() else "torch"
+    )
 
 
 def test_the_default_setting_keeps_earlier_keys():
