@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench import measure
-from bench.accel import prepare, set_matmul_precision
+from bench.accel import set_matmul_precision
 from bench.catalog import summarising
 from bench.conditions import contention, read_counters
 from bench.config import CellConfig
@@ -33,10 +33,11 @@ from bench.metrics import (
 )
 from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_bits
 from bench.stats import timing_summary
+from bench.subject import build_runnable
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
-from rerankers import build_model, get_spec
-from rerankers.dropout import cpu_dropout_kernel, use_cpu_dropout
+from rerankers import get_spec
+from rerankers.dropout import cpu_dropout_kernel
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 
@@ -144,27 +145,13 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
             x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
         spec = get_spec(cell.model)
         record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
-        extra = {}
-        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
-            value_model = getattr(workload, "value_model", None)
-            if value_model is None:
-                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-            extra["utility_fn"] = value_model.score
-        model = build_model(
-            cell.model,
-            user_dim=workload.test.inputs.user.shape[1],
-            item_dim=workload.test.inputs.items.shape[2],
-            **cell.model_kwargs,
-            **extra,
-        )
-        # Same dropout for every model, plugins included, applied right after construction.
-        record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
-        model = model.to(device)
-        runnable = prepare(model, cell.precision, cell.compile)
+        # The model from the registry, with the same dropout for every model (plugins included) right after
+        # construction, then the cell's precision and compile.
+        subject = build_runnable(cell, workload, device)
+        model, runnable, trainable = subject.model, subject.runnable, subject.trainable
+        record["environment"]["dropout_modules"] = subject.dropout_modules
         x["parameters"] = measure.parameter_count(model)
         measure.reset_peak_memory(device)
-        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
-        trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
         evaluated = workload.valid if cell.eval_split == "valid" else workload.test
         # Inference blocks and latency requests are spread over the cell's life: one share after each
         # epoch, the rest at the end. The training phase's memory peak thus includes eval-mode forward
@@ -191,7 +178,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
                 "valid_slate_acc": result.valid_slate_acc,
                 "selected_epoch": result.selected_epoch,
             }
-            timings["train_samples_per_s"] = timing_summary(result.block_rates)
+            timings["train_samples_per_s"] = timing_summary(result.block_rates, result.epoch_blocks)
             x.update(
                 train_samples_per_s=timings["train_samples_per_s"]["median"],
                 train_steady_seconds=result.steady_seconds,
@@ -209,8 +196,8 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         measure.reset_peak_memory(device)
         with _cpu_phase(on_cpu) as phase:
             throughput, latency_samples = serving.finish()
-        timings["infer_samples_per_s"] = timing_summary(throughput)
-        timings["latency_b1_ms"] = timing_summary(latency_samples)
+        timings["infer_samples_per_s"] = timing_summary(throughput, serving.segments["infer_samples_per_s"])
+        timings["latency_b1_ms"] = timing_summary(latency_samples, serving.segments["latency_b1_ms"])
         x["serving_bursts"] = serving.bursts
         x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
         latency_ms = timings["latency_b1_ms"]["samples"]

@@ -8,11 +8,13 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import NoneType
 from typing import Any
 
 import typer
 from rich.markup import escape
 
+from bench.ab import AbConfig
 from bench.config import (
     DEVICES,
     EXECUTION,
@@ -26,7 +28,7 @@ from bench.config import (
     WorkloadConfig,
     profile,
 )
-from bench.options import OPTIONS, Option, check_settings
+from bench.options import OPTIONS, Option, check_settings, declared
 from bench.records import RecordWriteError, RunLock, check_writable
 from bench.runner import run_cells
 
@@ -78,18 +80,25 @@ def _cli_parameter(option: Option) -> inspect.Parameter:
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
+def _settings(given: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values (None: not given) over the sweep file's, checked, with the device resolved."""
+    from bench.sweep import load_sweep_file
+
+    sweep = given.pop("sweep", None)
+    settings = load_sweep_file(sweep) if sweep else {}
+    given = {k: v for k, v in given.items() if v is not None}
+    settings.update(check_settings(given, "command line", command_line=True))
+    settings["device"] = resolve_device(str(settings.get("device", "auto")))
+    return settings
+
+
 def _plan(given: dict[str, Any], default_label: str) -> tuple[RunConfig, list[CellConfig], Path]:
     """Command-line values (None: not given) and the sweep file -> the validated run, its cells and directory."""
-    from bench.sweep import load_sweep_file, plan
+    from bench.sweep import plan
     from rerankers import UnknownModelError
 
     try:
-        sweep = given.pop("sweep")
-        settings = load_sweep_file(sweep) if sweep else {}
-        settings.update(
-            check_settings({k: v for k, v in given.items() if v is not None}, "command line", command_line=True)
-        )
-        settings["device"] = resolve_device(str(settings.get("device", "auto")))
+        settings = _settings(given)
         run_config, cells = plan(settings)
         if cells[0].workload.data == "letor":
             _prepare_letor(cells[0].workload)
@@ -186,6 +195,136 @@ _TUNE_BUDGET = [
 _tune.__signature__ = inspect.Signature(_TUNE_BUDGET + [_cli_parameter(o) for o in _ordered])  # type: ignore[attr-defined]
 _tune.__annotations__ = {p.name: p.annotation for p in _tune.__signature__.parameters.values()}  # type: ignore[attr-defined]
 tune = app.command("tune")(_tune)
+
+
+# --- bench ab: the logic is in bench/ab.py (run), bench/ab_sides.py (sides) and bench/ab_report.py (ab.md) ---
+
+AB_RUN_OPTIONS = ("timeout", "out", "run_id", "dry_run")  # the run-level options of `bench run` that bench ab takes
+AB_OWN = {o.name: o for o in declared(AbConfig)}
+AB_CELL = [o for o in _ordered if o.owner not in (RunConfig, NoneType) or o.name in AB_RUN_OPTIONS]
+SIDE_OPTIONS = {o.name for o in AB_CELL} - {*AB_RUN_OPTIONS, "sweep"}  # what --a-args / --b-args may hold
+
+
+def _side_settings(text: str, flag: str) -> dict[str, Any]:
+    """The cell options in --a-args / --b-args, parsed and checked as bench ab's own command line is."""
+    import shlex
+
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        context = typer.main.get_command(app).commands["ab"].make_context(flag, shlex.split(text))
+    except ValueError as error:
+        fail(f"{flag}: {error}")
+    except click_error as error:
+        fail(f"{flag}: {error.format_message()}")
+    given = {k: v for k, v in context.params.items() if v is not None and v != [] and v != ()}
+    other = sorted(set(given) - SIDE_OPTIONS)
+    if other:
+        fail(f"{flag} takes cell options only, not {', '.join('--' + n.replace('_', '-') for n in other)}")
+    return check_settings(given, flag, command_line=True)
+
+
+def _ab_plan(given: dict[str, Any]) -> tuple[Any, Path]:
+    """bench ab's command line -> the A/B's plan (sides with their settings, checked here by this code) and the
+    repository its revisions come from; bad input exits 2 before anything runs."""
+    from bench.ab import AbPlan
+    from bench.ab_sides import Side, parse_env
+    from bench.runner import _command_line
+    from bench.sweep import build_cells
+
+    own = check_settings({k: given.pop(k) for k in AB_OWN if given[k] is not None}, "command line", options=AB_OWN)
+    run = {name: given.pop(name) for name in AB_RUN_OPTIONS}
+    try:
+        config = AbConfig(**own)
+        common = _settings(given)
+        sides = {}
+        for name in ("A", "B"):
+            low = name.lower()
+            extra = _side_settings(getattr(config, f"{low}_args"), f"--{low}-args")
+            env = parse_env(getattr(config, f"{low}_env"), f"--{low}-env")
+            sides[name] = Side(name, getattr(config, low), config.__dict__[f"{low}_args"], env, {**common, **extra})
+            cells = build_cells(sides[name].settings)
+    except ConfigError as error:
+        fail(str(error))
+    for cell in cells:
+        _check_constructible(cell)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_config = RunConfig.from_settings({k: v for k, v in run.items() if v is not None and k != "dry_run"})
+    run_dir = run_config.out / (run_config.run_id or f"{stamp}-ab")
+    plan = AbPlan(config, sides, run_dir, run_config.timeout, _command_line())
+    if run["dry_run"]:
+        for side in sides.values():
+            typer.echo(f"{side.describe()}: {', '.join(c.model for c in build_cells(side.settings))}")
+        typer.echo(f"{len(cells)} cell(s) x {config.pairs} pair(s) x 2 processes into {run_dir} (nothing run)")
+        raise typer.Exit(0)
+    return plan, config.repo or Path.cwd()
+
+
+def _ab(**given: Any) -> None:
+    """Is side B faster or slower than side A? Pairs of fresh processes doing fixed work, one per side, back to
+    back in a random order, judged by an exact paired test on their ratios (docs/speed-verdicts.md). A side is
+    --a/--b REV (a git revision; default: this working tree) and/or --a-args/--b-args (cell options) and
+    --a-env/--b-env. Exits 1 on a REGRESSION verdict or a failed side."""
+    from bench.ab import SideFailed, record_file_collision, run_ab
+    from bench.ab_report import write_ab_report
+
+    plan, repo = _ab_plan(given)
+    console = _stderr_console()
+    try:
+        record_file_collision(plan.run_dir)
+        check_writable(plan.run_dir, "ab.jsonl")
+        with RunLock(plan.run_dir), _sigterm_as_interrupt():
+            run_ab(plan, repo, console.print)
+    except ConfigError as error:
+        fail(str(error))
+    except SideFailed as error:
+        _ab_report_so_far(plan.run_dir, console)
+        typer.echo(f"error: {error}" + (f"\n{error.tail}" if error.tail else ""), err=True)
+        typer.echo(f"the pairs finished so far are kept in {plan.run_dir / 'ab.jsonl'}; re-run to continue", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        report = _ab_report_so_far(plan.run_dir, console)
+        console.print(f"interrupted: finished pairs are kept in {plan.run_dir}; report so far: {report}")
+        raise typer.Exit(_interrupt_code()) from None
+    except RecordWriteError as error:
+        typer.echo(f"error: {error.strerror}; the pairs recorded so far are whole, re-run to continue", err=True)
+        raise typer.Exit(1) from None
+    path, result = write_ab_report(plan.run_dir)
+    _print_verdicts(result)
+    typer.echo(f"report: {path}")
+    if result.regressions:
+        raise typer.Exit(1)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _ab_report_so_far(run_dir: Path, console: Any) -> Path | None:
+    from bench.ab_report import write_ab_report
+
+    try:
+        return write_ab_report(run_dir)[0]
+    except (OSError, ConfigError) as error:
+        console.print(f"error: cannot write the A/B report in {run_dir}: {error} (the records are kept)")
+        return None
+
+
+def _print_verdicts(result: Any) -> None:
+    from tabulate import tabulate
+
+    from bench.ab_report import VERDICT_HEADERS, verdict_rows
+
+    rows = [[cell.replace("**", "") for cell in row] for row in verdict_rows(result)]
+    typer.echo(tabulate(rows, headers=VERDICT_HEADERS))
+
+
+_ab.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [_cli_parameter(o) for o in AB_OWN.values()] + [_cli_parameter(o) for o in AB_CELL]
+)
+_ab.__annotations__ = {p.name: p.annotation for p in _ab.__signature__.parameters.values()}  # type: ignore[attr-defined]
+ab = app.command("ab")(_ab)
 
 
 def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool, keep_failed: bool = False) -> None:
@@ -498,11 +637,13 @@ def compare(
     show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
 ) -> None:
     """Per-cell changes of every metric; exits 1 on a regression (worse beyond the threshold and significant:
-    speeds by Mann-Whitney U on the timing samples, slate_acc by McNemar or two-proportion), and when nothing
-    was compared or cells of the reference are missing from the run checked."""
+    speeds by Mann-Whitney U on the medians (or p95s, p99s) of the stretches of time their samples were taken
+    in, Holm-corrected across the speed values; slate_acc by McNemar or two-proportion), and when nothing was
+    compared or cells of the reference are missing from the run checked. One run per side cannot separate a
+    speed change from drift between runs: `bench ab` gives speed verdicts."""
     from tabulate import tabulate
 
-    from bench.compare import ALPHA, compare_runs
+    from bench.compare import ALPHA, SPEED_CAVEAT, TIMED_KINDS, compare_runs
     from bench.records import RECORDS_FILE
 
     for run_dir in (run_a, run_b):
@@ -523,18 +664,21 @@ def compare(
                 f"{c.before:.4g}",
                 f"{c.after:.4g}",
                 f"{c.relative:+.1%}",
-                c.test + ("" if c.p is None else f" p={c.p:.2g}"),
+                c.test + ("" if c.p is None else f" p={c.p:.2g}") + _holm_note(c),
                 c.verdict,
             )
             for c in shown
         ]
         typer.echo(tabulate(rows, headers=["cell", "value", run_a.name, run_b.name, "relative", "test", "verdict"]))
     contended = len({c.key for c in result.changes if c.contended})
+    speeds = sum(1 for c in result.changes if c.kind in TIMED_KINDS and c.p is not None)
     typer.echo(
-        f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {ALPHA}; "
-        f"{sum(c.flagged for c in result.changes)} value(s) changed beyond the threshold"
-        + (f"; {contended} cell(s) contended on one side" if contended else "")
+        f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {ALPHA} "
+        f"(Holm across {speeds} speed value(s)); {sum(c.flagged for c in result.changes)} value(s) changed "
+        "beyond the threshold" + (f"; {contended} cell(s) contended on one side" if contended else "")
     )
+    if speeds:
+        typer.echo(SPEED_CAVEAT)
     for line in result.status_changes:
         typer.echo(f"REGRESSION status: {line}")
     for label, cells in ((f"only in {run_a}", result.only_a), (f"only in {run_b}", result.only_b)):
@@ -553,6 +697,11 @@ def compare(
     if result.only_a:
         typer.echo(f"{len(result.only_a)} cell(s) of {run_a} are missing from {run_b}", err=True)
         raise typer.Exit(1)
+
+
+def _holm_note(change: Any) -> str:
+    adjusted = change.p_adjusted
+    return "" if adjusted is None or adjusted == change.p else f" (Holm {adjusted:.2g})"
 
 
 def main() -> None:

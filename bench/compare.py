@@ -1,17 +1,21 @@
-"""Cell-by-cell comparison of two runs, for regression checks in CI.
+"""Cell-by-cell comparison of two runs, for regression checks in CI (accuracy; speed only roughly: `bench ab`).
 
 A value is a regression only when it is worse beyond the threshold, in its catalog direction, and a test
 says the change is more than noise:
 
-- speeds and latencies, on the two cells' kept timing samples: a median (throughputs, latency p50) by
-  Mann-Whitney U (asv's rule); a tail percentile (latency p95, p99) by Mood's quantile test, since a rank
-  test speaks about the whole distribution, not its tail. Both sides must also be precise enough to
-  resolve the threshold: the 95% interval of the compared quantile within +-threshold of it (for a
-  median at the default 5%, exactly the report's "unstable" mark; 200 requests give a p99 no interval at
-  all). The samples of one run come from one process and miss the drift between runs, so a timing too
-  noisy to resolve the threshold inside its own run is not called a regression from it (it is shown as
-  "too noisy"). Records without samples cannot be tested: their speeds are shown, never called
-  regressions;
+- speeds and latencies, on the two cells' kept timing samples, cut into the stretches of time they were
+  taken in (the serving bursts for inference blocks and latency requests, the epochs for training blocks):
+  the compared quantile of each stretch (its median for throughputs and latency p50, its p95 or p99 for
+  those), then Mann-Whitney U between the two runs' stretches. Samples of one stretch share the machine's
+  level of those seconds, so they are not independent evidence; the stretches are closer to it. Holm's
+  correction runs across every speed value the comparison tests: drift between runs moves many values at
+  once, which Benjamini-Hochberg would read as many real changes (on the committed A/A pair of
+  results/reference/stability it called 5 values, Holm none). Both sides must also be precise enough to
+  resolve the threshold: the 95% interval of the compared quantile within +-threshold of it (for a median
+  at the default 5%, exactly the report's "unstable" mark; 200 requests give a p99 no interval at all).
+  Even so, one run per side cannot separate a change from drift between runs (the machine's level moves
+  between processes and over minutes): `bench ab` gives speed verdicts from interleaved processes.
+  Records without samples cannot be tested: their speeds are shown, never called regressions;
 - slate_acc: McNemar's exact test on the per-slate hits when both cells saw the same data (same
   ``data_key``), else a two-proportion z-test on the judged slates;
 - the other accuracy metrics keep no per-slate values: the threshold alone decides.
@@ -28,15 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
 from bench.records import latest_records, slate_hits
-from bench.stats import is_unstable, paired_slates, quantile_test, two_proportion_p
+from bench.stats import holm, is_unstable, paired_slates, segments, shares, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
 TIMED_KINDS = ("speed", "latency")
 ALPHA = 0.05  # significance level of every test
+SPEED_CAVEAT = (
+    "Speed: one run per side cannot separate a change from drift between runs (this machine's speed moves "
+    "between processes and over minutes); for a speed verdict use `bench ab` (interleaved processes, paired test)."
+)
 
 
 @dataclass
@@ -47,8 +56,9 @@ class Change:
     before: float
     after: float
     kind: str  # the catalog's kind: accuracy | speed | latency | memory | time
-    test: str  # the test that judged it: Mann-Whitney U, quantile, McNemar, two-proportion, threshold, "no samples"
+    test: str  # the test that judged it: Mann-Whitney U on stretches, McNemar, two-proportion, threshold, "no samples"
     p: float | None  # its p-value (None: no test)
+    p_adjusted: float | None  # speeds: Holm-adjusted across the comparison's tested speed values; else p
     resolved: bool  # precise enough on both sides to resolve the threshold (always, for untimed values)
     flagged: bool  # changed beyond the threshold, either way
     worse: bool  # changed beyond the threshold for the worse
@@ -67,8 +77,8 @@ class Change:
             return ""
         if self.test == "no samples":
             return "changed (untested: no timing samples)"
-        if self.p is not None and self.p >= ALPHA:
-            return f"noise (p {self.p:.2g})"
+        if self.p_adjusted is not None and self.p_adjusted >= ALPHA:
+            return f"noise (p {self.p_adjusted:.2g}{' Holm' if self.kind in TIMED_KINDS else ''})"
         if self.worse and not self.resolved:
             return "worse, too noisy to call (interval wider than the threshold)"
         if self.worse and self.contended and self.kind in TIMED_KINDS:
@@ -127,6 +137,7 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
         ]
         compared += bool(cell_changes)
         changes += cell_changes
+    _judge(changes, include_contended)
     only_a = [describe(a[k]) for k in a if k not in b]
     only_b = [describe(b[k]) for k in b if k not in a]
     return Comparison(changes, status_changes, only_a, only_b, compared)
@@ -135,15 +146,12 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
 def _change(
     entry: Metric, ra: dict, rb: dict, threshold: float, contended: bool, include_contended: bool
 ) -> Change | None:
+    """One value's change, tested; whether it is a regression is decided with the others' (``_judge``)."""
     before, after = ra[entry.section].get(entry.name), (rb.get(entry.section) or {}).get(entry.name)
     if not _number(before) or not _number(after):
         return None
     before, after = float(before), float(after)
     test, p = _test(entry, ra, rb)
-    relative = relative_change(before, after)
-    worse = entry.worse(before, after, threshold)
-    significant = p is None and test == "threshold" or p is not None and p < ALPHA
-    excused = contended and entry.kind in TIMED_KINDS and not include_contended
     resolved = entry.kind not in TIMED_KINDS or all(
         not is_unstable(_timing(r, entry), threshold, entry.quantile) for r in (ra, rb)
     )
@@ -156,23 +164,37 @@ def _change(
         kind=entry.kind,
         test=test,
         p=p,
+        p_adjusted=p,
         resolved=resolved,
-        flagged=abs(relative) > threshold,
-        worse=worse,
+        flagged=abs(relative_change(before, after)) > threshold,
+        worse=entry.worse(before, after, threshold),
         contended=contended,
-        regression=entry.kind in REGRESSION_KINDS and worse and significant and resolved and not excused,
+        regression=False,
     )
+
+
+def _judge(changes: list[Change], include_contended: bool) -> None:
+    """Holm's correction across the tested speed values, then each value's regression verdict: worse beyond
+    the threshold, significant, and (speeds) resolved and not contended unless asked."""
+    tested = [c for c in changes if c.kind in TIMED_KINDS and c.p is not None]
+    for change, adjusted in zip(tested, holm([c.p for c in tested]), strict=True):
+        change.p_adjusted = adjusted
+    for c in changes:
+        significant = c.p is None and c.test == "threshold" or c.p_adjusted is not None and c.p_adjusted < ALPHA
+        excused = c.contended and c.kind in TIMED_KINDS and not include_contended
+        c.regression = c.kind in REGRESSION_KINDS and c.worse and significant and c.resolved and not excused
 
 
 def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
     """The test of one value's change and its p-value."""
     if entry.kind in TIMED_KINDS:
-        samples_a, samples_b = _timing(ra, entry).get("samples"), _timing(rb, entry).get("samples")
-        if not samples_a or not samples_b:
+        stretches_a, stretches_b = stretch_quantiles(ra, entry), stretch_quantiles(rb, entry)
+        if not stretches_a or not stretches_b:
             return "no samples", None
-        if entry.quantile != 0.5:
-            return f"quantile (p{100 * entry.quantile:g})", quantile_test(samples_a, samples_b, entry.quantile)
-        return "Mann-Whitney U", float(scipy_stats.mannwhitneyu(samples_a, samples_b).pvalue)
+        unit = "epochs" if entry.timing == "train_samples_per_s" else "bursts"
+        of = "" if entry.quantile == 0.5 else f" p{100 * entry.quantile:g}s"
+        test = f"Mann-Whitney U{of}, {len(stretches_a)}+{len(stretches_b)} {unit}"
+        return test, float(scipy_stats.mannwhitneyu(stretches_a, stretches_b).pvalue)
     if entry.name == "slate_acc":
         hits_a, hits_b = slate_hits(ra), slate_hits(rb)
         if hits_a is not None and hits_b is not None:
@@ -180,6 +202,28 @@ def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
                 return "McNemar", paired_slates(hits_a, hits_b)[2]
             return "two-proportion", two_proportion_p(int(hits_a.sum()), len(hits_a), int(hits_b.sum()), len(hits_b))
     return "threshold", None
+
+
+def stretch_quantiles(record: dict[str, Any], entry: Metric) -> list[float]:
+    """The compared quantile of each stretch of time a timing's samples were taken in (empty: no samples).
+
+    Records since the segments were kept say how many samples each stretch took. Earlier ones are cut as their
+    samplers dealt them: training blocks into the epochs, inference blocks and latency requests into the
+    serving bursts (schema 3; schema 2 took its latency requests in ``latency_bursts`` and its inference blocks
+    in one burst at the end)."""
+    timing = _timing(record, entry)
+    samples = timing.get("samples") or []
+    sizes = timing.get("segments")
+    if samples and not sizes:
+        x = record.get("measurements") or {}
+        if entry.timing == "train_samples_per_s":
+            parts = (record.get("config") or {}).get("train", {}).get("epochs", 1)
+        elif entry.timing == "latency_b1_ms":
+            parts = x.get("serving_bursts") or x.get("latency_bursts") or 1
+        else:
+            parts = x.get("serving_bursts") or 1
+        sizes = shares(len(samples), min(parts, len(samples)))
+    return [float(np.percentile(stretch, 100 * entry.quantile)) for stretch in segments(samples, sizes or [])]
 
 
 def _timing(record: dict[str, Any], entry: Metric) -> dict[str, Any]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import resource
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +12,8 @@ import torch
 from torch import nn
 
 from bench.config import MeasureConfig
-from bench.train import synchronize
+from bench.subject import WARMUP_REQUESTS, calibrate, timed_block
 from rerankers import SlateBatch
-
-
-def _timed_block(fn: Callable[[], object], iterations: int, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 class ServingSampler:
@@ -43,8 +32,7 @@ class ServingSampler:
     leaves the model in the mode it found it in.
     """
 
-    WARMUP_REQUESTS = 3
-    MAX_CALLS = 4096  # calls per block
+    WARMUP_REQUESTS = WARMUP_REQUESTS
 
     def __init__(
         self, model: nn.Module, batch: SlateBatch, requests: SlateBatch, config: MeasureConfig, bursts: int = 1
@@ -53,6 +41,7 @@ class ServingSampler:
         blocks = np.array_split(np.arange(config.throughput_blocks), max(1, bursts))
         requests = np.array_split(np.arange(config.latency_requests), max(1, bursts))
         self.shares = [(len(b), list(r)) for b, r in zip(blocks, requests, strict=True)]  # one per burst
+        self.segments: dict[str, list[int]] = {"infer_samples_per_s": [], "latency_b1_ms": []}  # samples per burst
         self.calls_per_block: int | None = None
         self.throughput: list[float] = []
         self.latency_ms: list[float] = []
@@ -70,6 +59,8 @@ class ServingSampler:
         self.model.eval()
         self._blocks(blocks)
         self._requests(requests)
+        self.segments["infer_samples_per_s"].append(blocks)
+        self.segments["latency_b1_ms"].append(len(requests))
         self.bursts += 1
         self.model.train(was_training)
 
@@ -78,15 +69,12 @@ class ServingSampler:
             return
         device = self.batch.items.device
         forward = lambda: self.model(self.batch)  # noqa: E731
-        if self.calls_per_block is None:
-            calls = 1  # growing the calls per block is also the warm-up
-            while _timed_block(forward, calls, device) < self.config.min_block_seconds and calls < self.MAX_CALLS:
-                calls *= 2
-            self.calls_per_block = calls
+        if self.calls_per_block is None:  # growing the calls per block is also the warm-up
+            self.calls_per_block = calibrate(forward, self.config.min_block_seconds, device)
         else:
             forward()  # warm-up
         size = len(self.batch) * self.calls_per_block
-        self.throughput += [size / _timed_block(forward, self.calls_per_block, device) for _ in range(count)]
+        self.throughput += [size / timed_block(forward, self.calls_per_block, device) for _ in range(count)]
 
     def _requests(self, indices: list[int]) -> None:
         device, total = self.requests.items.device, len(self.requests)
@@ -94,7 +82,7 @@ class ServingSampler:
             self.model(self.requests[i % total : i % total + 1])
         for i in indices:
             one = self.requests[i % total : i % total + 1]
-            self.latency_ms.append(_timed_block(lambda one=one: self.model(one), 1, device) * 1000)
+            self.latency_ms.append(timed_block(lambda one=one: self.model(one), 1, device) * 1000)
 
     def finish(self) -> tuple[list[float], list[float]]:
         """Take every share not taken yet (a cell that trains nothing takes them all here); returns the

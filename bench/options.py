@@ -67,7 +67,8 @@ def _value_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
-def _declared(cls: type) -> list[Option]:
+def declared(cls: type) -> list[Option]:
+    """The options declared by ``cls``'s fields (``config.option``)."""
     hints = typing.get_type_hints(cls)
     options = []
     for f in fields(cls):
@@ -89,7 +90,7 @@ ALIASES = (
         owner=NoneType,
     ),
 )
-OPTIONS: dict[str, Option] = {o.name: o for cls in DECLARING for o in _declared(cls)} | {o.name: o for o in ALIASES}
+OPTIONS: dict[str, Option] = {o.name: o for cls in DECLARING for o in declared(cls)} | {o.name: o for o in ALIASES}
 FILE_KEYS = frozenset(name for name, o in OPTIONS.items() if o.in_file)
 
 
@@ -133,9 +134,9 @@ def _check_range(option: Option, value: Any) -> None:
         raise ConfigError(f"{option.label} is out of range (a 64-bit integer), got {value!r}")
 
 
-def check_value(name: str, value: Any) -> Any:
+def check_value(name: str, value: Any, options: dict[str, Option] | None = None) -> Any:
     """``value`` if it fits the option ``name`` (a sweep axis also takes a list or a comma string), else ConfigError."""
-    option = OPTIONS[name]
+    option = (options or OPTIONS)[name]
     if option.repeatable:
         items = value if isinstance(value, list) else [value]
         for item in items:
@@ -158,13 +159,17 @@ def check_value(name: str, value: Any) -> Any:
     return value
 
 
-def check_settings(settings: dict[str, Any], source: str, command_line: bool = False) -> dict[str, Any]:
-    """Known keys with values of the declared types; ``source`` names where they come from in errors."""
-    unknown = sorted(set(settings) - (set(OPTIONS) if command_line else FILE_KEYS))
+def check_settings(
+    settings: dict[str, Any], source: str, command_line: bool = False, options: dict[str, Option] | None = None
+) -> dict[str, Any]:
+    """Known keys with values of the declared types; ``source`` names where they come from in errors.
+    ``options``: another command's declarations instead of `bench run`'s."""
+    known = set(options) if options is not None else set(OPTIONS) if command_line else FILE_KEYS
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
     try:
-        return {name: check_value(name, value) for name, value in settings.items()}
+        return {name: check_value(name, value, options) for name, value in settings.items()}
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
 

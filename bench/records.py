@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,11 +169,13 @@ def _record_problem(value: Any) -> str | None:
     return None
 
 
-def load_records(path: Path) -> list[dict[str, Any]]:
+def load_records(path: Path, problem: Callable[[Any], str | None] | None = None) -> list[dict[str, Any]]:
     """Every usable record; any other line (torn, not JSON, not UTF-8, not a record) is reported and skipped.
+    ``problem`` says why a parsed line is not a record (default: a cell record's checks).
 
     A file that cannot be read at all (a directory, no permission) is a ``ConfigError`` naming it.
     """
+    problem_of = problem or _record_problem
     try:
         with open(path, "rb") as handle:
             lines = handle.read().split(b"\n")
@@ -185,21 +188,21 @@ def load_records(path: Path) -> list[dict[str, Any]]:
         try:
             value = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            problem = "not UTF-8 text"
+            why = "not UTF-8 text"
         except json.JSONDecodeError:
-            problem = "an incomplete record line"
+            why = "an incomplete record line"
         else:
-            problem = _record_problem(value)
-        if problem is None:
+            why = problem_of(value)
+        if why is None:
             records.append(value)
         else:
-            warnings.warn(f"{path}:{number}: skipping {problem}", stacklevel=2)
+            warnings.warn(f"{path}:{number}: skipping {why}", stacklevel=2)
     return records
 
 
-def check_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path, records_file: str = RECORDS_FILE) -> None:
     """Create ``run_dir`` and open its records file for appending, before any compute: a ConfigError if not."""
-    path = run_dir / RECORDS_FILE
+    path = run_dir / records_file
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(path, "ab"):

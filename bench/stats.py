@@ -100,29 +100,18 @@ def quantile_interval(
     return float(ordered[i]), float(ordered[j]), float(below[j] - below[i])
 
 
-def quantile_test(samples_a: list[float], samples_b: list[float], q: float) -> float:
-    """Two-sided p-value that two samples share their ``q``-quantile (Mood's quantile test).
-
-    Splits the pooled samples at their q-quantile and asks, by Fisher's exact test, whether one sample has
-    more of its values above it than chance would give. A tail percentile needs this: a rank test such as
-    Mann-Whitney U speaks about the whole distribution's location, not about its p95 or p99.
-    """
-    a, b = np.asarray(samples_a, dtype=float), np.asarray(samples_b, dtype=float)
-    cut = np.quantile(np.concatenate([a, b]), q)
-    above_a, above_b = int(np.sum(a > cut)), int(np.sum(b > cut))
-    table = [[above_a, len(a) - above_a], [above_b, len(b) - above_b]]
-    return float(stats.fisher_exact(table).pvalue)
-
-
-def timing_summary(values: list[float]) -> dict[str, Any]:
+def timing_summary(values: list[float], segments: list[int] | None = None) -> dict[str, Any]:
     """One speed measurement as a record keeps it: median, quartiles, min/max, sample count, the 95%
-    order-statistic interval of the median (null below 6 samples) and the samples themselves.
+    order-statistic interval of the median (null below 6 samples) and the samples themselves; with
+    ``segments``, how many consecutive samples each stretch of time took (the serving bursts, the training
+    epochs), which ``bench compare`` tests on.
 
     Computed from the compacted samples, so a summary recomputed from a record matches it exactly.
     """
     samples = compact_samples([v for v in values if math.isfinite(v)])
     if not samples:
         return {"n": 0, "samples": []}
+    kept = {"segments": [int(size) for size in segments]} if segments and sum(segments) == len(samples) else {}
     array = np.asarray(samples)
     interval = quantile_interval(samples, 0.5)
     q1, median, q3 = np.percentile(array, [25, 50, 75])
@@ -137,6 +126,7 @@ def timing_summary(values: list[float]) -> dict[str, Any]:
         "ci_high": interval[1] if interval else None,
         "ci_coverage": interval[2] if interval else None,
         "samples": samples,
+        **kept,
     }
 
 
@@ -172,3 +162,126 @@ def is_unstable(summary: dict[str, Any], half_width: float = UNSTABLE_HALF_WIDTH
     +-5% of it. A quantile with no interval counts as unstable: nothing shows it is stable."""
     width = relative_half_width(summary.get("samples") or [], q)
     return width is None or width > half_width
+
+
+# --- Segments of a cell's timing samples ----------------------------------------------------------------------
+
+
+def shares(count: int, parts: int) -> list[int]:
+    """How ``count`` timed samples are dealt into ``parts`` consecutive segments (bursts, epochs), as equal as
+    they can be, the larger ones first (``numpy.array_split``'s rule). Both the samplers that take the samples
+    and the comparisons that read them back use it."""
+    return [len(part) for part in np.array_split(np.arange(count), max(1, parts))]
+
+
+def segments(samples: list[float], sizes: list[int]) -> list[list[float]]:
+    """Consecutive samples cut into segments of ``sizes`` (empty segments left out)."""
+    cuts = np.cumsum([0, *sizes])
+    return [list(samples[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
+# --- Paired judgement across processes ------------------------------------------------------------------------
+# One pair = one process of each side, back to back; its log ratio B/A cancels what the two processes shared
+# (the machine's level of the moment). The statistics below work on n such differences.
+
+
+def signed_rank_null(ranks: np.ndarray) -> np.ndarray:
+    """Exact null distribution of the signed-rank statistic T+ (the sum of the ranks of the positive
+    differences) when each difference is as likely positive as negative: ``distribution[t]`` = P(T+ = t).
+    ``ranks`` are integers (doubled mid-ranks where |differences| tie). Built by convolution, one rank at a
+    time: O(n * sum(ranks)), a few milliseconds for a hundred pairs."""
+    distribution = np.ones(1)
+    for rank in np.asarray(ranks, dtype=int):
+        grown = np.zeros(len(distribution) + rank)
+        grown[: len(distribution)] += 0.5 * distribution
+        grown[rank:] += 0.5 * distribution
+        distribution = grown
+    return distribution
+
+
+def signed_rank_p(differences: list[float]) -> float:
+    """Two-sided p-value of Wilcoxon's signed-rank test, exact for any n (zeros dropped, tied |differences|
+    given mid-ranks; the null distribution is then that of those ranks, so ties keep it exact)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    doubled = np.rint(2 * stats.rankdata(np.abs(d))).astype(int)  # mid-ranks are halves: doubled, integers
+    distribution = signed_rank_null(doubled)
+    centre = doubled.sum() / 2
+    observed = abs(doubled[d > 0].sum() - centre)
+    as_far = np.abs(np.arange(len(distribution)) - centre) >= observed - 1e-9
+    return float(min(1.0, distribution[as_far].sum()))
+
+
+def walsh_averages(differences: list[float]) -> np.ndarray:
+    """The n(n+1)/2 averages (d_i + d_j) / 2, i <= j, sorted."""
+    d = np.asarray(differences, dtype=float)
+    rows, columns = np.triu_indices(len(d))
+    return np.sort((d[rows] + d[columns]) / 2)
+
+
+def hodges_lehmann(differences: list[float], level: float = CONFIDENCE) -> tuple[float, float, float, float] | None:
+    """The Hodges-Lehmann estimate of the shift (the median of the Walsh averages) with its distribution-free
+    interval: (estimate, low, high, coverage), or None for no difference.
+
+    The interval holds every shift that the exact signed-rank test would not reject: from the (c+1)-th smallest
+    to the (c+1)-th largest Walsh average, c the largest count with P(T+ <= c) <= (1 - level) / 2 under the null
+    (Hollander and Wolfe). Its coverage is exact for continuous differences and at least ``level``; with too few
+    differences for that level (five or fewer at 95%) low and high are nan and the coverage 0.
+    """
+    if len(differences) == 0:
+        return None
+    walsh = walsh_averages(differences)
+    estimate = float(np.median(walsh))
+    n = len(differences)
+    below = np.cumsum(signed_rank_null(np.arange(1, n + 1)))  # below[c] = P(T+ <= c)
+    allowed = np.flatnonzero(below <= (1 - level) / 2)
+    if len(allowed) == 0:
+        return estimate, math.nan, math.nan, 0.0
+    c = int(allowed[-1])
+    return estimate, float(walsh[c]), float(walsh[len(walsh) - 1 - c]), float(1 - 2 * below[c])
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: the family-wise error stays within alpha whatever the dependence
+    between the tests; a value is significant when its adjusted p-value is below alpha."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    if m == 0:
+        return []
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return [float(v) for v in adjusted]
+
+
+SIGNED_RANK_EFFICIENCY = 3 / math.pi  # the signed-rank test's efficiency relative to the paired t-test (normal data)
+POWER = 0.8  # the chance of a verdict that "detectable" and "pairs needed" speak about
+
+
+def fewest_pairs(alpha: float) -> int:
+    """The fewest pairs with which the exact signed-rank test can reach p < alpha at all (its smallest
+    two-sided p-value is 2 / 2^n)."""
+    return math.floor(math.log2(2 / alpha)) + 1
+
+
+def detectable_shift(spread: float, pairs: int, alpha: float, power: float = POWER) -> float:
+    """The smallest shift that ``pairs`` differences with standard deviation ``spread`` detect at ``alpha``
+    with probability ``power`` (normal approximation, discounted by the signed-rank test's efficiency); inf
+    where the exact test cannot reach alpha with so few pairs, nan without a spread."""
+    if pairs < fewest_pairs(alpha):
+        return math.inf
+    if not math.isfinite(spread):
+        return math.nan
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * spread / math.sqrt(pairs * SIGNED_RANK_EFFICIENCY))
+
+
+def pairs_needed(spread: float, shift: float, alpha: float, power: float = POWER) -> int | None:
+    """The pairs with which ``detectable_shift`` falls to ``shift`` (None without a spread)."""
+    if not math.isfinite(spread) or shift <= 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(fewest_pairs(alpha), math.ceil((z * spread / shift) ** 2 / SIGNED_RANK_EFFICIENCY))

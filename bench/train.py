@@ -34,6 +34,7 @@ class TrainResult:
     steady_seconds: float = 0.0
     warmup_seconds: float = 0.0
     block_rates: list[float] = field(default_factory=list)  # samples/s of each timed block of steady steps
+    epoch_blocks: list[int] = field(default_factory=list)  # how many of those blocks each epoch timed
 
     @property
     def samples_per_second(self) -> float:
@@ -124,7 +125,9 @@ def train(
             result.warmup_seconds = time.perf_counter() - start
         steps = np.arange(first, len(batches))
         synchronize(device)
-        for block in np.array_split(steps, max(1, round(len(steps) / steps_per_block))):
+        blocks = np.array_split(steps, max(1, round(len(steps) / steps_per_block)))
+        result.epoch_blocks.append(len(blocks))
+        for block in blocks:
             start = time.perf_counter()
             for step in block:
                 loss_sum += train_step(model, batches[step], optimizer, loss_fn)

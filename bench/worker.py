@@ -18,7 +18,7 @@ def _emit(message: dict) -> None:
     sys.stdout.flush()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """On Linux, ask the kernel to kill this worker if the driver dies (e.g. kill -9)."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -35,7 +35,7 @@ def _die_with_parent() -> None:
 
 
 def main() -> None:
-    _die_with_parent()
+    die_with_parent()
     cell = CellConfig.from_dict(json.loads(sys.stdin.read()))
     record = run_cell(
         cell,
@@ -55,7 +55,7 @@ def run_forked(connection, cell_dict: dict, environment: dict[str, str], log_pat
     import os
 
     os.setsid()
-    _die_with_parent()
+    die_with_parent()
     try:
         log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     except FileNotFoundError:  # the driver was interrupted while this process started: nobody waits for it

@@ -26,7 +26,8 @@ def _run(tmp_path, name, regret, judged, latency):
     record = new_record(CellConfig(model="mlp", workload=WorkloadConfig(batches=1)))
     record["metrics"] = {"slate_acc": 0.5, "regret": regret, "judged_slates": judged}
     record["measurements"] = {"latency_b1_p50_ms": latency}
-    record["timings"] = {"latency_b1_ms": timing_summary([latency * (1 + i / 1000) for i in range(10)])}
+    samples = [latency * (1 + i / 1000) for i in range(10)]
+    record["timings"] = {"latency_b1_ms": timing_summary(samples, segments=[2] * 5)}  # 5 bursts
     run_dir = tmp_path / name
     run_dir.mkdir()
     append_record(run_dir / "records.jsonl", json.loads(json.dumps(record)))

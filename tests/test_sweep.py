@@ -316,7 +316,7 @@ def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path
     records = load_records(sweep_run / "records.jsonl")
     # Steady timing samples on a quiet machine in the reference, so a slow-down can be resolved.
     steady = [1000.0 * (1 + 0.001 * i) for i in range(20)]
-    records[1]["timings"]["train_samples_per_s"] = timing_summary(steady)
+    records[1]["timings"]["train_samples_per_s"] = timing_summary(steady, [2] * 10)  # 10 stretches of time
     records[1]["measurements"]["train_samples_per_s"] = 1000.0
     for record in records:
         record["conditions"]["contended"] = False
@@ -327,7 +327,7 @@ def test_compare_flags_regressions_and_lists_unmatched_cells(sweep_run, tmp_path
     hits[np.flatnonzero(hits)[::3]] = False
     records[0]["per_slate"]["slate_hits"] = pack_bits(torch.from_numpy(hits))
     records[0]["metrics"]["slate_acc"] = float(hits.mean())
-    records[1]["timings"]["train_samples_per_s"] = timing_summary([v * 0.5 for v in steady])  # a real slow-down
+    records[1]["timings"]["train_samples_per_s"] = timing_summary([v * 0.5 for v in steady], [2] * 10)  # slower
     records[1]["measurements"]["train_samples_per_s"] = 500.0
     (worse / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
     result = invoke("compare", reference, worse, "--threshold", "0.1")
