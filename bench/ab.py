@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.ab_sides import Outcome, Side, callgrind_counts, export, resolve, run_process
+from bench.ab_sides import Outcome, Side, callgrind_counts, export, run_process
 from bench.ab_verdict import INCONCLUSIVE, SPEED_VALUES, PairValue, judge
 from bench.catalog import lookup
 from bench.config import MAX_SEED, option
 from bench.errors import ConfigError
 from bench.records import RECORDS_FILE, append_record, cpu_name, load_records
 from bench.stats import fewest_pairs, timing_summary
+from bench.sweep import build_cells
 
 AB_FILE = "ab.jsonl"
 SCHEMA = 1  # of ab.jsonl's lines (docs/speed-verdicts.md)
@@ -188,10 +189,15 @@ def environment() -> dict[str, Any]:
 
 
 def plan_cells(plan: AbPlan) -> None:
-    """Each side's cells, as its own code builds them from its settings (a process per side, nothing trained).
+    """Each side's cells, as its own code builds them from its settings (a process per side, nothing trained;
+    the working tree with the driver's environment is the driver's own code, which builds them here).
     Both sides must have the same number of cells: cell i of A is compared with cell i of B."""
     per_side = {}
     for name, side in plan.sides.items():
+        if side.revision is None and not side.env:
+            cells = build_cells(side.settings)
+            per_side[name] = [{"model": c.model, "key": c.key(), "config": c.to_dict()} for c in cells]
+            continue
         outcome = run_process(side, {"mode": "plan", "settings": side.settings}, plan.timeout)
         if outcome.result["status"] != "ok":
             raise ConfigError(f"side {side.describe()} rejects its options: {outcome.result['error']}")
@@ -370,9 +376,9 @@ def instruction_record(plan: AbPlan, outcome: Outcome, counts: dict[str, int], w
 
 
 def run_ab(plan: AbPlan, repo: Path, say: Say) -> AbState:
-    """Prepare the sides, then run (or resume) the A/B; the caller holds the run directory's lock."""
+    """Prepare the sides (resolved already: ``ab_sides.resolve``), then run (or resume) the A/B; the caller
+    holds the run directory's lock."""
     for side in plan.sides.values():
-        resolve(side, repo)
         export(side, plan.run_dir, repo)
     plan_cells(plan)
     state = AbState.read(plan.run_dir)

@@ -34,6 +34,7 @@ PACKAGES = ("bench", "rerankers")  # what a revision's export holds: the project
 # A valgrind process counts instructions of one thread that never spins waiting for work, with a fixed hash seed.
 VALGRIND_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONHASHSEED": "0"}
 LOG_TAIL = 2000
+DUMP_LABEL = "desc: Trigger: Client Request: "  # how callgrind heads a dump made by CALLGRIND_DUMP_STATS_AT
 
 
 @dataclass
@@ -184,8 +185,8 @@ def callgrind_counts(out_dir: Path) -> dict[str, int]:
     for path in sorted(out_dir.glob("callgrind.out.*")):
         region, total = None, None
         for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("desc: Trigger: Client Request: "):
-                region = line.split(": ", 2)[2].strip()
+            if line.startswith(DUMP_LABEL):
+                region = line.removeprefix(DUMP_LABEL).strip()
             elif line.startswith("totals:"):
                 total = int(line.split()[1])
         if region is not None and total is not None:

@@ -227,22 +227,23 @@ def _ab_plan(given: dict[str, Any]) -> tuple[Any, Path]:
     """bench ab's command line -> the A/B's plan (sides with their settings, checked here by this code) and the
     repository its revisions come from; bad input exits 2 before anything runs."""
     from bench.ab import AbPlan
-    from bench.ab_sides import Side, parse_env
+    from bench.ab_sides import Side, parse_env, resolve
     from bench.runner import _command_line
     from bench.sweep import build_cells
 
-    own = check_settings({k: given.pop(k) for k in AB_OWN if given[k] is not None}, "command line", options=AB_OWN)
+    own = {k: v for k in AB_OWN if (v := given.pop(k)) is not None}
     run = {name: given.pop(name) for name in AB_RUN_OPTIONS}
     try:
-        config = AbConfig(**own)
+        config = AbConfig(**check_settings(own, "command line", options=AB_OWN))
         common = _settings(given)
         sides = {}
         for name in ("A", "B"):
             low = name.lower()
             extra = _side_settings(getattr(config, f"{low}_args"), f"--{low}-args")
             env = parse_env(getattr(config, f"{low}_env"), f"--{low}-env")
-            sides[name] = Side(name, getattr(config, low), config.__dict__[f"{low}_args"], env, {**common, **extra})
+            sides[name] = Side(name, getattr(config, low), getattr(config, f"{low}_args"), env, {**common, **extra})
             cells = build_cells(sides[name].settings)
+            resolve(sides[name], config.repo or Path.cwd())
     except ConfigError as error:
         fail(str(error))
     for cell in cells:

@@ -26,6 +26,8 @@ Modes (``job["mode"]``):
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import itertools
 import json
@@ -71,8 +73,10 @@ def side_cells(settings: dict[str, Any]) -> list[Any]:
 
 def side_subject(cell: Any) -> Any:
     """The cell's data and model, built as the side builds them (its own ``build_runnable`` where it has one)."""
-    from bench.workloads import load_workload
-
+    try:
+        from bench.workloads import load_workload
+    except ImportError:  # a revision with synthetic data only
+        from bench.data import generate as load_workload
     try:
         from bench.subject import build_runnable as build
     except ImportError:  # a revision before bench ab: its cells built the model as the driver's function does
@@ -250,9 +254,26 @@ def run_instructions(job: dict[str, Any]) -> dict[str, Any]:
 MODES = {"plan": run_plan, "time": run_timed, "instructions": run_instructions}
 
 
+class _SideTreeOnly(importlib.abc.MetaPathFinder):
+    """Finds the side's ``bench.*`` and ``rerankers.*`` modules in the side's tree only. Without it, a module
+    that a revision lacks would be found by the editable install's finder (which points at the driver's tree)
+    and mix the driver's code into the side's."""
+
+    PACKAGES = ("bench", "rerankers")
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name.partition(".")[0] not in self.PACKAGES or "." not in name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r} in this side's tree", name=name)
+        return spec
+
+
 def main(argv: list[str]) -> int:
     """Read the job from stdin, run it, write the result (``status`` ok or failed, with the error) as JSON."""
     result: dict[str, Any]
+    sys.meta_path.insert(0, _SideTreeOnly())
     try:
         job = json.loads(sys.stdin.read())
         import bench

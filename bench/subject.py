@@ -63,7 +63,7 @@ def build_runnable(cell: Any, workload: Any, device: torch.device) -> Subject:
 
     spec = get_spec(cell.model)
     extra = {}
-    if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+    if getattr(spec, "needs_utility", False):  # e.g. the oracle: give it the truth, which only synthetic data knows
         value_model = getattr(workload, "value_model", None)
         if value_model is None:
             raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
