@@ -60,3 +60,11 @@ def stability(session: nox.Session) -> None:
     noise floor; writes results/reference/stability.md. Meant for a quiet machine."""
     install(session)
     session.run("python", "benchmarks/stability.py", *session.posargs)
+
+
+@nox.session
+def ab_calibration(session: nox.Session) -> None:
+    """bench ab on 10 A/As and 10 A/Bs with a model made ~20% slower (smoke size), then one of each at the default
+    size; writes results/reference/ab.md. Meant for a quiet machine (about 1.5 h on the 2-core reference VM)."""
+    install(session)
+    session.run("python", "benchmarks/ab_calibration.py", "--out", "results/reference", *session.posargs)

@@ -109,10 +109,10 @@ class SideFailed(Exception):
         self.side, self.tail = side, tail
 
 
-def order(seed: int, pair: int, cell: int) -> tuple[str, str]:
+def order(seed: int, pair: int, cell: int, stream: int = 0) -> tuple[str, str]:
     """Which side runs first in a pair: a fair coin seeded by (seed, pair, cell), so that the order of any pair
-    is the same however the A/B was interrupted and resumed."""
-    return ("A", "B") if np.random.default_rng([seed, pair, cell]).random() < 0.5 else ("B", "A")
+    is the same however the A/B was interrupted and resumed (``stream`` 1: the instruction runs' own coins)."""
+    return ("A", "B") if np.random.default_rng([seed, pair, cell, stream]).random() < 0.5 else ("B", "A")
 
 
 def _problem(value: Any) -> str | None:
@@ -146,8 +146,12 @@ class AbState:
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Process records that belong to no complete pair (an interrupted pair's first half, a failure)."""
-        used = {id(r) for c in {r["cell"] for r in self.of("process")} for s in self.complete_pairs(c).values()
-                for r in s.values()}  # fmt: skip
+        used = {
+            id(r)
+            for c in {r["cell"] for r in self.of("process")}
+            for s in self.complete_pairs(c).values()
+            for r in s.values()
+        }
         return [r for r in self.of("process") if id(r) not in used]
 
     def calibration(self, cell: int) -> dict[str, int | None]:
@@ -231,8 +235,11 @@ def process_record(plan: AbPlan, outcome: Outcome, where: dict[str, Any]) -> dic
     """A timed process as ab.jsonl keeps it: its samples summarised like a cell's timings, each speed value
     (the process's median), the deterministic counts, the work it did and its conditions."""
     result = outcome.result
-    timings = {name: timing_summary(result[name]) for name in ("train_samples_per_s", "infer_samples_per_s",
-               "latency_b1_ms") if result.get(name)}  # fmt: skip
+    timings = {
+        name: timing_summary(result[name])
+        for name in ("train_samples_per_s", "infer_samples_per_s", "latency_b1_ms")
+        if result.get(name)
+    }
     values = {}
     for name in SPEED_VALUES:
         metric = lookup(name)
@@ -334,13 +341,15 @@ def run_pairs(plan: AbPlan, state: AbState, say: Say) -> None:
 
 
 def run_instruction_counts(plan: AbPlan, state: AbState, say: Say) -> None:
-    """--instruction-runs valgrind processes per side and cell, alternating which side goes first."""
+    """--instruction-runs valgrind processes per side and cell, which side goes first drawn as for pairs."""
     job = {"mode": "instructions", "instruction_steps": INSTRUCTION_STEPS, "instruction_requests": INSTRUCTION_REQUESTS}
     for cell in range(len(plan.cells)):
         for run in range(1, plan.config.instruction_runs + 1):
-            for name in order(plan.config.order_seed, -run, cell):
-                if any(r["cell"] == cell and r["run"] == run and r["side"] == name and r["status"] == "ok"
-                       for r in state.of("instructions")):  # fmt: skip
+            for name in order(plan.config.order_seed, run, cell, stream=1):
+                if any(
+                    r["cell"] == cell and r["run"] == run and r["side"] == name and r["status"] == "ok"
+                    for r in state.of("instructions")
+                ):
                     continue
                 side = plan.sides[name]
                 with tempfile.TemporaryDirectory(prefix="bench-ab-callgrind-") as out:
@@ -351,8 +360,10 @@ def run_instruction_counts(plan: AbPlan, state: AbState, say: Say) -> None:
                 state.records.append(record)
                 if record["status"] != "ok":
                     raise SideFailed(side, f"counting instructions of cell {plan.label(cell)}", record["error"])
-                say(f"instructions {plan.label(cell):<14} side {name} run {run}: " + ", ".join(
-                    f"{region} {n / record['per'][region]:,.0f}/call" for region, n in counts.items()))  # fmt: skip
+                say(
+                    f"instructions {plan.label(cell):<14} side {name} run {run}: "
+                    + ", ".join(f"{region} {n / record['per'][region]:,.0f}/call" for region, n in counts.items())
+                )
 
 
 def instruction_record(plan: AbPlan, outcome: Outcome, counts: dict[str, int], where: dict) -> dict[str, Any]:

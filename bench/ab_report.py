@@ -77,18 +77,39 @@ def verdict_rows(result: AbResult) -> list[list[str]]:
         a = float(np.median([p.a for p in j.pairs]))
         b = float(np.median([p.b for p in j.pairs]))
         interval = f"{percent(j.low)} .. {percent(j.high)}" if math.isfinite(j.low) else "n/a (< 6 pairs)"
-        rows.append([
-            result.label(j.cell), header(j.name), f"{a:.4g}", f"{b:.4g}", percent(j.estimate), interval,
-            f"{j.p:.2g}", f"{j.p_holm:.2g}", str(len(j.pairs)), f"{j.contended}", percent(j.spread, False),
-            verdict_text(j, result.threshold),
-        ])  # fmt: skip
+        rows.append(
+            [
+                result.label(j.cell),
+                header(j.name),
+                f"{a:.4g}",
+                f"{b:.4g}",
+                percent(j.estimate),
+                interval,
+                f"{j.p:.2g}",
+                f"{j.p_holm:.2g}",
+                str(len(j.pairs)),
+                f"{j.contended}",
+                percent(j.spread, False),
+                verdict_text(j, result.threshold),
+            ]
+        )
     return rows
 
 
 VERDICT_HEADERS = [
-    "cell", "value", "A", "B", "change B vs A", "95% interval", "p", "p Holm", "pairs", "contended", "pair CV",
+    "cell",
+    "value",
+    "A",
+    "B",
+    "change B vs A",
+    "95% interval",
+    "p",
+    "p Holm",
+    "pairs",
+    "contended",
+    "pair CV",
     "verdict",
-]  # fmt: skip
+]
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -102,8 +123,10 @@ def counts_rows(result: AbResult) -> list[list[str]]:
     for cell in range(len(result.plan["cells"])):
         ok = [r for r in result.state.of("process") if r["cell"] == cell and r["status"] == "ok"]
         for name in DETERMINISTIC_VALUES:
-            seen = {s: [r["deterministic"][name] for r in ok if r["side"] == s and name in r["deterministic"]]
-                    for s in ("A", "B")}  # fmt: skip
+            seen = {
+                s: [r["deterministic"][name] for r in ok if r["side"] == s and name in r["deterministic"]]
+                for s in ("A", "B")
+            }
             if seen["A"] or seen["B"]:
                 shown = {s: f"{v[0]:,.6g}" if v else "n/a" for s, v in seen.items()}
                 change = percent(seen["B"][0] / seen["A"][0] - 1) if seen["A"] and seen["B"] and seen["A"][0] else ""
@@ -122,13 +145,20 @@ def instruction_rows(result: AbResult) -> list[list[str]]:
             if not per["A"] or not per["B"]:
                 continue
             change = float(np.median(per["B"]) / np.median(per["A"]) - 1)
-            spread = max((max(v) - min(v)) / float(np.median(v)) for v in per.values())
+            spreads = [(max(v) - min(v)) / float(np.median(v)) for v in per.values() if len(v) > 1]
+            spread = percent(max(spreads), False) if spreads else "n/a (1 run per side)"
             unit = "step" if region == "train" else "request"
-            rows.append([
-                result.label(cell), f"instructions per {unit}", ", ".join(f"{v:,.0f}" for v in per["A"]),
-                ", ".join(f"{v:,.0f}" for v in per["B"]), percent(change), percent(spread, False),
-                compare_instructions(per["A"], per["B"]),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    result.label(cell),
+                    f"instructions per {unit}",
+                    ", ".join(f"{v:,.0f}" for v in per["A"]),
+                    ", ".join(f"{v:,.0f}" for v in per["B"]),
+                    percent(change),
+                    spread,
+                    compare_instructions(per["A"], per["B"]),
+                ]
+            )
     return rows
 
 
@@ -154,8 +184,16 @@ def pair_rows(result: AbResult) -> list[list[str]]:
         for pair, sides in sorted(result.state.complete_pairs(cell).items()):
             a, b = sides["A"]["values"], sides["B"]["values"]
             ratios = [f"{b[n] / a[n]:.3f}" if a.get(n) and b.get(n) else "–" for n in SPEED_VALUES]
-            rows.append([str(pair), result.label(cell), sides["A"]["order"], *ratios,
-                         _conditions_text(sides["A"]), _conditions_text(sides["B"])])  # fmt: skip
+            rows.append(
+                [
+                    str(pair),
+                    result.label(cell),
+                    sides["A"]["order"],
+                    *ratios,
+                    _conditions_text(sides["A"]),
+                    _conditions_text(sides["B"]),
+                ]
+            )
     return rows
 
 
@@ -236,10 +274,16 @@ def _unfinished_section(result: AbResult) -> list[str]:
     unfinished = result.state.unfinished()
     if not unfinished:
         return []
-    lines = ["## Processes outside any complete pair", "", "Kept, not judged: a pair cut by an interrupt is run "
-             "again whole; a failed process stops the A/B.", ""]  # fmt: skip
-    rows = [[str(r["pair"]), result.label(r["cell"]), r["side"], r["status"], (r.get("error") or "")[:200]]
-            for r in unfinished]  # fmt: skip
+    lines = [
+        "## Processes outside any complete pair",
+        "",
+        "Kept, not judged: a pair cut by an interrupt is run again whole; a failed process stops the A/B.",
+        "",
+    ]
+    rows = [
+        [str(r["pair"]), result.label(r["cell"]), r["side"], r["status"], (r.get("error") or "")[:200]]
+        for r in unfinished
+    ]
     return lines + markdown_table(["pair", "cell", "side", "status", "error"], rows) + [""]
 
 
@@ -254,8 +298,9 @@ def write_plot(result: AbResult, path: Path) -> None:
     import matplotlib.ticker
 
     cells = len(result.plan["cells"])
-    figure, axes = plt.subplots(1, len(SPEED_VALUES), figsize=(4.2 * len(SPEED_VALUES), 1.6 + 0.55 * cells),
-                                sharey=True, squeeze=False)  # fmt: skip
+    figure, axes = plt.subplots(
+        1, len(SPEED_VALUES), figsize=(4.2 * len(SPEED_VALUES), 1.6 + 0.55 * cells), sharey=True, squeeze=False
+    )
     by_value = {(j.cell, j.name): j for j in result.judgements}
     rng = np.random.default_rng(0)
     for axis, name in zip(axes[0], SPEED_VALUES, strict=True):

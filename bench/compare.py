@@ -10,9 +10,10 @@ says the change is more than noise:
   level of those seconds, so they are not independent evidence; the stretches are closer to it. Holm's
   correction runs across every speed value the comparison tests: drift between runs moves many values at
   once, which Benjamini-Hochberg would read as many real changes (on the committed A/A pair of
-  results/reference/stability it called 5 values, Holm none). Both sides must also be precise enough to
-  resolve the threshold: the 95% interval of the compared quantile within +-threshold of it (for a median
-  at the default 5%, exactly the report's "unstable" mark; 200 requests give a p99 no interval at all).
+  results/reference/stability, 13 of 57 values have p < 0.05 uncorrected: BH keeps 6 significant, Holm 1).
+  Both sides must also be precise enough to resolve the threshold: the 95% interval of the compared
+  quantile within +-threshold of it (for a median at the default 5%, exactly the report's "unstable" mark;
+  200 requests give a p99 no interval at all).
   Even so, one run per side cannot separate a change from drift between runs (the machine's level moves
   between processes and over minutes): `bench ab` gives speed verdicts from interleaved processes.
   Records without samples cannot be tested: their speeds are shown, never called regressions;

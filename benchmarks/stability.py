@@ -94,15 +94,17 @@ def comparison_lines(title: str, comparison: Comparison, expected: str) -> list[
         f"Expected: {expected}. `bench compare` at threshold {THRESHOLD:.0%}: {comparison.compared_cells} cells "
         f"compared, {len(timed)} speed/latency values, **{comparison.regressions} regression(s)**; "
         f"{sum(c.flagged for c in timed)} speed/latency values moved beyond the threshold, of which "
-        f"{sum(1 for c in timed if c.flagged and c.p is not None and c.p >= 0.05)} not significant, "
+        f"{sum(1 for c in timed if c.flagged and c.p_adjusted is not None and c.p_adjusted >= 0.05)} not significant "
+        "(Holm), "
         f"{sum(1 for c in timed if c.worse and not c.resolved)} worse but too noisy to call, "
         f"{len({c.key for c in timed if c.contended})} cells contended.",
         "",
     ]
     if regressions or comparison.status_changes:
-        lines += ["| cell | value | before | after | change | p |", "|---|---|---|---|---|---|"]
+        lines += ["| cell | value | before | after | change | p (Holm) |", "|---|---|---|---|---|---|"]
         for c in regressions:
-            lines.append(f"| {c.cell} | {c.name} | {c.before:.4g} | {c.after:.4g} | {c.relative:+.1%} | {c.p:.2g} |")
+            change = f"{c.before:.4g} | {c.after:.4g} | {c.relative:+.1%}"
+            lines.append(f"| {c.cell} | {c.name} | {change} | {c.p_adjusted:.2g} |")
         lines += [f"- status: {line}" for line in comparison.status_changes]
         lines.append("")
     return lines

@@ -37,9 +37,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 # The smallest real work: one thread, blocks of a millisecond, a few requests (the processes are real).
 TINY = [
-    "--profile", "smoke", "--models", "mlp", "--threads", "1", "--train-blocks", "2", "--throughput-blocks", "2",
-    "--latency-requests", "4", "--min-block-seconds", "0.001",
-]  # fmt: skip
+    "--profile",
+    "smoke",
+    "--models",
+    "mlp",
+    "--threads",
+    "1",
+    "--train-blocks",
+    "2",
+    "--throughput-blocks",
+    "2",
+    "--latency-requests",
+    "4",
+    "--min-block-seconds",
+    "0.001",
+]
 runner = CliRunner()
 
 
@@ -187,16 +199,24 @@ def test_a_pair_cut_in_half_is_not_a_pair_and_a_later_session_wins():
     def process(pair, side, session, status="ok"):
         return {"kind": "process", "cell": 0, "pair": pair, "side": side, "session": session, "status": status}
 
-    state = AbState([
-        process(1, "A", "s1"), process(1, "B", "s1"),  # a whole pair
-        process(2, "B", "s1"),  # cut by a kill: half a pair
-        process(2, "A", "s2"), process(2, "B", "s2"),  # run again whole by the next invocation
-        process(3, "A", "s2"), process(3, "B", "s2", "failed"),
-    ])  # fmt: skip
+    state = AbState(
+        [
+            process(1, "A", "s1"),
+            process(1, "B", "s1"),  # a whole pair
+            process(2, "B", "s1"),  # cut by a kill: half a pair
+            process(2, "A", "s2"),
+            process(2, "B", "s2"),  # run again whole by the next invocation
+            process(3, "A", "s2"),
+            process(3, "B", "s2", "failed"),
+        ]
+    )
     complete = state.complete_pairs(0)
     assert sorted(complete) == [1, 2] and complete[2]["A"]["session"] == "s2"
-    assert [(r["pair"], r["side"], r["status"]) for r in state.unfinished()] == [(2, "B", "ok"), (3, "A", "ok"),
-                                                                               (3, "B", "failed")]  # fmt: skip
+    assert [(r["pair"], r["side"], r["status"]) for r in state.unfinished()] == [
+        (2, "B", "ok"),
+        (3, "A", "ok"),
+        (3, "B", "failed"),
+    ]
 
 
 # --- the command line, before anything runs ---------------------------------------------------------------------
@@ -363,3 +383,102 @@ def test_client_requests_are_harmless_outside_valgrind():
     from bench.fixed_work import RUNNING_ON_VALGRIND, ClientRequests
 
     assert ClientRequests()(RUNNING_ON_VALGRIND) == 0
+
+
+@pytest.mark.timing
+def test_ab_finds_a_model_made_slower_and_nothing_else(tmp_path):
+    """One slowed A/B of the calibration (benchmarks/ab_calibration.py: smoke size, 10 pairs, test-slowable ~20%
+    slower on side B): its training or inference speed a REGRESSION, no verdict of change on the MLP. Timing
+    dependent: run it on a quiet machine (pytest -m timing); results/reference/ab.md is the full calibration."""
+    from bench.ab_report import read_result
+
+    script = ROOT / "benchmarks" / "ab_calibration.py"
+    only = ["--aa-runs", "0", "--slow-runs", "1", "--no-default", "--no-instructions", "--out", str(tmp_path)]
+    assert subprocess.run([sys.executable, str(script), *only], timeout=1800).returncode == 0
+    result = read_result(tmp_path / "ab" / "smoke-slow-1")
+    verdicts = {(result.label(j.cell), j.name): j.verdict for j in result.judgements}
+    slowed = [verdicts[("test-slowable", name)] for name in ("train_samples_per_s", "infer_samples_per_s")]
+    assert REGRESSION in slowed, verdicts
+    assert not any(v in (REGRESSION, IMPROVEMENT) for (model, _), v in verdicts.items() if model == "mlp"), verdicts
+
+
+def test_the_report_is_written_from_the_records_alone(tmp_path):
+    """ab.md and its plot from synthetic records: the verdicts, the deterministic counts, instruction counts,
+    every pair with its conditions, and a process outside any pair."""
+    from bench.ab_report import PLOT_FILE, write_ab_report
+    from bench.records import append_record
+
+    cell = {"model": "mlp", "key": "k", "config": {"measure": {"throughput_blocks": 7, "latency_requests": 200}}}
+    plan = {
+        "kind": "plan",
+        "session": "s",
+        "identity": {},
+        "cells": [{"A": cell, "B": cell}],
+        "command": "bench ab",
+        "sides": {s: {"describe": f"{s}: working tree"} for s in "AB"},
+        "started_at": "2026-01-01T00:00:00",
+        "config": {"threshold": 0.1, "order_seed": 0, "train_blocks": 10},
+        "environment": {"cpu": "test cpu"},
+    }
+    records = [plan]
+    for pair in range(1, 11):
+        for side, speed in (("A", 100.0), ("B", 80.0 * (1 + 0.01 * (pair % 3)))):
+            records.append(
+                {
+                    "kind": "process",
+                    "session": "s",
+                    "cell": 0,
+                    "pair": pair,
+                    "side": side,
+                    "status": "ok",
+                    "order": "AB",
+                    "values": {"train_samples_per_s": speed, "latency_b1_p50_ms": 1.0},
+                    "deterministic": {"parameters": 849, "train_flops_per_sample": 100.0 if side == "A" else 117.0},
+                    "conditions": {
+                        "other_cpu_fraction": 0.2 if pair == 4 else 0.01,
+                        "steal_seconds": 0.0,
+                        "load_1min_before": 0.5,
+                        "contended": pair == 4,
+                    },
+                }
+            )
+    records.append(
+        {
+            "kind": "process",
+            "session": "s",
+            "cell": 0,
+            "pair": 11,
+            "side": "B",
+            "status": "failed",
+            "error": "RuntimeError: boom",
+            "values": {},
+            "deterministic": {},
+            "conditions": {},
+        }
+    )
+    for side, count in (("A", 1000), ("A", 1004), ("B", 1170)):
+        records.append(
+            {
+                "kind": "instructions",
+                "cell": 0,
+                "side": side,
+                "status": "ok",
+                "counts": {"train": 3 * count},
+                "per": {"train": 3},
+            }
+        )
+    for record in records:
+        append_record(tmp_path / AB_FILE, record)
+    path, result = write_ab_report(tmp_path)
+    text = path.read_text()
+    train = next(line for line in text.splitlines() if line.startswith("| mlp | train"))
+    assert "**REGRESSION**" in train and "| 10 | 1 |" in train  # 10 pairs, 1 contended
+    latency = next(line for line in text.splitlines() if line.startswith("| mlp | latency"))
+    assert "**SAME**" in latency
+    assert "| mlp | parameters | 849 | 849 | +0.0% | SAME |" in text
+    assert "| mlp | train_flops_per_sample | 100 | 117 | +17.0% | DIFFERENT |" in text
+    assert "| mlp | instructions per step | 1,000, 1,004 | 1,170 | +16.8% | 0.4% | DIFFERENT |" in text
+    pair_rows = [line for line in text.splitlines() if line.startswith("| ") and "| AB |" in line]
+    assert len(pair_rows) == 10 and [row.split(" | ")[0] for row in pair_rows if "contended" in row] == ["| 4"]
+    assert "| 11 | mlp | B | failed | RuntimeError: boom |" in text  # outside any pair, kept and shown
+    assert result.regressions == 1 and (tmp_path / PLOT_FILE).stat().st_size > 10_000
