@@ -236,6 +236,8 @@ def _ab_plan(given: dict[str, Any]) -> tuple[Any, Path]:
     try:
         config = AbConfig(**check_settings(own, "command line", options=AB_OWN))
         common = _settings(given)
+        if config.instructions and common["device"] != "cpu":
+            raise ConfigError("--instructions counts CPU instructions under valgrind: it needs --device cpu")
         sides = {}
         for name in ("A", "B"):
             low = name.lower()

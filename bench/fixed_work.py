@@ -229,9 +229,9 @@ def run_instructions(job: dict[str, Any]) -> dict[str, Any]:
     requests = ClientRequests()
     if not requests(RUNNING_ON_VALGRIND):
         raise RuntimeError("instruction mode runs under valgrind (bench ab starts it so)")
-    torch.set_num_threads(1)
     cell = side_cells(job["settings"])[job["cell"]]
     subject = side_subject(cell)
+    torch.set_num_threads(1)  # one thread whatever the cell asks: valgrind runs threads one at a time anyway
     device = torch.device(cell.device)
     counted = {}
     if subject.trainable:
