@@ -1,6 +1,6 @@
 """`bench ab`: is side B faster or slower than side A on the same cells? (docs/speed-verdicts.md)
 
-Flow: options -> sides (revisions exported; each side's options checked by its own code in a plan process)
+Flow: options -> sides (revisions exported; a revision's options checked by its own code in a plan process)
 -> pairs: for each pair and cell, one fresh process per side, back to back, their order (AB or BA) from a coin
 seeded by (order seed, pair, cell) -> records (RUN/ab.jsonl: append-only, fsynced, under the run directory's
 lock; a killed A/B resumes without repeating finished pairs) -> verdicts (bench/ab_verdict.py) -> RUN/ab.md.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.ab_sides import Outcome, Side, callgrind_counts, export, run_process
-from bench.ab_verdict import INCONCLUSIVE, SPEED_VALUES, PairValue, judge
+from bench.ab_verdict import ALPHA, INCONCLUSIVE, SPEED_VALUES, PairValue, judge
 from bench.catalog import lookup
 from bench.config import MAX_SEED, option
 from bench.errors import ConfigError
@@ -98,7 +98,13 @@ class AbPlan:
         }
 
     def label(self, cell: int) -> str:
-        return self.cells[cell]["A"]["model"]
+        return cell_label(self.cells[cell])
+
+
+def cell_label(sides: dict[str, dict[str, Any]]) -> str:
+    """A cell's name in lines and tables: its model, or both when the sides' options give different models."""
+    a, b = sides["A"]["model"], sides["B"]["model"]
+    return a if a == b else f"{a} / {b}"
 
 
 class SideFailed(Exception):
@@ -396,7 +402,7 @@ def run_ab(plan: AbPlan, repo: Path, say: Say) -> AbState:
     check_resumable(state, plan)
     append_record(plan.run_dir / AB_FILE, plan_record(plan))
     values = len(plan.cells) * len(SPEED_VALUES)
-    if plan.config.pairs < (least := fewest_pairs(0.05 / values)):
+    if plan.config.pairs < (least := fewest_pairs(ALPHA / values)):
         say(f"note: with {values} values judged (Holm), a change needs at least {least} pairs to be called at all")
     for side in plan.sides.values():
         say(side.describe())

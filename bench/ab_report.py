@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.ab import AB_FILE, AbState, pair_values
+from bench.ab import AB_FILE, AbState, cell_label, pair_values
 from bench.ab_verdict import (
     DETERMINISTIC_VALUES,
     INCONCLUSIVE,
@@ -40,7 +40,7 @@ class AbResult:
         return self.plan["config"]["threshold"]
 
     def label(self, cell: int) -> str:
-        return self.plan["cells"][cell]["A"]["model"] if cell < len(self.plan["cells"]) else f"cell {cell}"
+        return cell_label(self.plan["cells"][cell]) if cell < len(self.plan["cells"]) else f"cell {cell}"
 
     @property
     def regressions(self) -> int:
