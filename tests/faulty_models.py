@@ -47,15 +47,3 @@ class KilledOnce(_Base):
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return self.score(batch)
-
-
-@register("test-fails-on-cue")
-class FailsOnCue(_Base):
-    """Fails when the environment's FAIL_SIDE names its process's SIDE_MARK (a side of bench ab set with
-    --b-env SIDE_MARK=b): the same side of the same A/B works until a later invocation sets FAIL_SIDE."""
-
-    def forward(self, batch):
-        mark = os.environ.get("SIDE_MARK")
-        if mark is not None and os.environ.get("FAIL_SIDE") == mark:
-            raise RuntimeError(f"injected failure of side {mark}")
-        return self.score(batch)

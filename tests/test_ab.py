@@ -324,13 +324,14 @@ def test_a_killed_ab_resumes_without_repeating_or_losing_a_pair(tmp_path):
 
 
 @pytest.fixture
-def faulty_plugin(monkeypatch):
+def cue_plugin(monkeypatch):
+    """tests/cue_models.py in the A/B's processes only (bench ab runs in a subprocess here)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("RERANK_BENCH_PLUGINS", "faulty_models")
+    monkeypatch.setenv("RERANK_BENCH_PLUGINS", "cue_models")
     monkeypatch.delenv("FAIL_SIDE", raising=False)
 
 
-def test_a_side_that_fails_is_named_and_the_pairs_so_far_are_kept(tmp_path, faulty_plugin):
+def test_a_side_that_fails_is_named_and_the_pairs_so_far_are_kept(tmp_path, cue_plugin):
     args = ["--models", "test-fails-on-cue", "--b-env", "SIDE_MARK=b", "--out", tmp_path, "--run-id", "f"]
     first = _bench_ab(*args, "--pairs", "1")
     assert first.returncode == 0, first.stderr + first.stdout
