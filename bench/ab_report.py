@@ -307,11 +307,11 @@ def write_plot(result: AbResult, path: Path) -> None:
         metric = lookup(name)
         axis.axvspan(1 - result.threshold, 1 + result.threshold, color="0.9", zorder=0)
         axis.axvline(1.0, color="0.5", linewidth=0.8)
-        for cell in range(cells):
-            j = by_value.get((cell, name))
-            if j is None:
-                continue
-            _plot_cell(axis, j, cell, rng)
+        shown = [by_value[(cell, name)] for cell in range(cells) if (cell, name) in by_value]
+        for j in shown:
+            _plot_cell(axis, j, j.cell, rng)
+        if not shown:  # e.g. training speed of models that train nothing
+            axis.text(0.5, 0.5, "no values", transform=axis.transAxes, ha="center", color="0.4")
         better = "higher" if metric.direction is Direction.HIGHER else "lower"
         axis.set_title(f"{metric.label} ({better} is better)", fontsize=10)
         axis.set_xlabel("B / A per pair (log scale)")
