@@ -59,6 +59,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": config["device"],
             # cells that differ only in model and seed share a point
             "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
+            # the model's own settings: its options and, in a tune run, whether they are its defaults or tuned
+            "variant": repr((config["model_kwargs"], (r.get("tuning") or {}).get("role"))),
             **{axis.name: _config_value(config, config_path(axis)) for axis in AXES},
             **r.get("metrics", {}),
             **x,
@@ -118,8 +120,11 @@ def compact_value(value: float) -> str:
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
-    """Axes with several values; candidates is left out when it only follows the slate length."""
-    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
+    """Axes with several values for one variant of a model (its options and tuning role fixed): a value that
+    differs only between variants (the learning rate `bench tune` chose per model) is the variant's own, not an
+    axis. Candidates are left out when they only follow the slate length."""
+    by_variant = frame.groupby(["model", "variant"], dropna=False)
+    axes = [a for a in AXIS_COLUMNS if (by_variant[a].nunique() > 1).any()]
     if "candidates" in axes and "slate_length" in axes:
         if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
             axes.remove("candidates")

@@ -27,3 +27,20 @@ def test_a_sweep_over_the_learning_rate_alone_gets_its_section(tmp_path):
     header = next(line for line in report.splitlines() if line.startswith("| model ") and "learning rate" in line)
     columns = [cell.strip() for cell in header.strip("|").split("|")][1:]
     assert columns == ["learning rate = 0.001", "learning rate = 0.01"]
+
+
+def test_a_learning_rate_chosen_per_model_by_a_tune_is_not_an_axis():
+    from dataclasses import replace
+
+    from bench.config import PROFILES, CellConfig
+    from bench.records import new_record
+    from bench.tables import records_frame, swept_axes
+
+    base = CellConfig(model="mlp", **{k: v for k, v in PROFILES["smoke"].items() if k != "model_kwargs"})
+
+    def record(lr: float, role: str | None) -> dict:
+        cell = replace(base, train=replace(base.train, lr=lr))
+        return {**new_record(cell), **({"tuning": {"role": role}} if role else {})}
+
+    assert swept_axes(records_frame([record(0.001, None), record(0.01, None)])) == ["lr"]
+    assert swept_axes(records_frame([record(0.001, "default"), record(0.01, "tuned")])) == []
