@@ -24,20 +24,26 @@ from typing import Any
 
 import numpy as np
 
-from bench.ab_sides import Outcome, Side, callgrind_counts, export, run_process
-from bench.ab_verdict import ALPHA, INCONCLUSIVE, SPEED_VALUES, PairValue, judge
+from bench.ab_sides import Outcome, Side, callgrind_counts, export, parse_env, resolve, run_process
+from bench.ab_verdict import INCONCLUSIVE, SPEED_VALUES, PairValue, judge
 from bench.catalog import lookup
-from bench.config import MAX_SEED, option
+from bench.config import MAX_SEED, RunConfig
+from bench.declare import check_fields, option
 from bench.errors import ConfigError
 from bench.records import RECORDS_FILE, append_record, cpu_name, load_records
-from bench.stats import fewest_pairs, timing_summary
-from bench.sweep import build_cells
+from bench.stats import SIGNIFICANCE, fewest_pairs, timing_summary
+from bench.sweep import build_cells, checked_cells, run_settings
 
 AB_FILE = "ab.jsonl"
 SCHEMA = 1  # of ab.jsonl's lines (docs/speed-verdicts.md)
 KINDS = ("plan", "process", "instructions")
 AB = "A/B"  # the help panel of bench ab's own options
 INSTRUCTION_STEPS, INSTRUCTION_REQUESTS = 3, 20  # what one valgrind process counts
+
+
+def _below_one(threshold: float) -> None:
+    if threshold >= 1:
+        raise ConfigError(f"threshold must be below 1 (a relative change), got {threshold:g}")
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,18 @@ class AbConfig:
     repo: Path | None = option(None, "The git repository of --a/--b (default: the current directory's).", AB)
     pairs: int = option(10, "Pairs of processes per cell (one per side, back to back).", AB, minimum=1, maximum=10_000)
     max_pairs: int | None = option(
-        None, "Add pairs to cells with an INCONCLUSIVE value, up to this many [--pairs].", AB, minimum=1, maximum=10_000
+        None,
+        "Add pairs to cells with an INCONCLUSIVE value, up to this many in all (not given: no more than --pairs).",
+        AB,
+        minimum=1,
+        maximum=10_000,
     )
     threshold: float = option(
-        0.10, "Change a verdict speaks about: beyond it REGRESSION/IMPROVEMENT, inside it SAME.", AB, minimum=0.001
+        0.10,
+        "Change a verdict speaks about: beyond it REGRESSION/IMPROVEMENT, inside it SAME.",
+        AB,
+        minimum=0.001,
+        check=_below_one,
     )
     order_seed: int = option(0, "Seed of the coin that orders each pair (AB or BA).", AB, minimum=0, maximum=MAX_SEED)
     train_blocks: int = option(10, "Timed blocks of training steps per process.", AB, minimum=1, maximum=10_000)
@@ -70,8 +84,7 @@ class AbConfig:
     instruction_runs: int = option(2, "Valgrind processes per side and cell (--instructions).", AB, minimum=1)
 
     def __post_init__(self) -> None:
-        if self.threshold >= 1:
-            raise ConfigError(f"threshold must be below 1 (a relative change), got {self.threshold:g}")
+        check_fields(self)
         if self.max_pairs is not None and self.max_pairs < self.pairs:
             raise ConfigError(f"max-pairs ({self.max_pairs}) must be at least --pairs ({self.pairs})")
         if self.instructions and shutil.which("valgrind") is None:
@@ -99,6 +112,26 @@ class AbPlan:
 
     def label(self, cell: int) -> str:
         return cell_label(self.cells[cell])
+
+
+def make_plan(
+    config: AbConfig, common: dict[str, Any], extra: dict[str, dict[str, Any]], run: RunConfig, command: str | None
+) -> AbPlan:
+    """The A/B's plan: each side's settings (the checked cell ``common`` settings, then the side's ``extra``, as
+    `bench run` takes them), its cells checked by this code, its revision found. Bad input raises a ConfigError
+    before anything runs."""
+    sides = {}
+    for name in ("A", "B"):
+        low = name.lower()
+        settings = run_settings({**common, **extra[name]})
+        if config.instructions and settings["device"] != "cpu":
+            raise ConfigError("--instructions counts CPU instructions under valgrind: it needs --device cpu")
+        env = parse_env(getattr(config, f"{low}_env"), f"--{low}-env")
+        sides[name] = Side(name, getattr(config, low), getattr(config, f"{low}_args"), env, settings)
+        checked_cells(settings)
+        resolve(sides[name], config.repo or Path.cwd())
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return AbPlan(config, sides, run.out / (run.run_id or f"{stamp}-ab"), run.timeout, command)
 
 
 def cell_label(sides: dict[str, dict[str, Any]]) -> str:
@@ -402,7 +435,7 @@ def run_ab(plan: AbPlan, repo: Path, say: Say) -> AbState:
     check_resumable(state, plan)
     append_record(plan.run_dir / AB_FILE, plan_record(plan))
     values = len(plan.cells) * len(SPEED_VALUES)
-    if plan.config.pairs < (least := fewest_pairs(ALPHA / values)):
+    if plan.config.pairs < (least := fewest_pairs(SIGNIFICANCE / values)):
         say(f"note: with {values} values judged (Holm), a change needs at least {least} pairs to be called at all")
     for side in plan.sides.values():
         say(side.describe())

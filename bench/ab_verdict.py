@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from bench.catalog import lookup
-from bench.stats import detectable_shift, hodges_lehmann, holm, pairs_needed, signed_rank_p
+from bench.stats import SIGNIFICANCE, detectable_shift, hodges_lehmann, holm, pairs_needed, signed_rank_p
 
 SPEED_VALUES = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms")  # catalog names
 DETERMINISTIC_VALUES = ("parameters", "train_flops_per_sample", "infer_flops_per_sample")
-ALPHA = 0.05
 REGRESSION, IMPROVEMENT, SAME, INCONCLUSIVE = "REGRESSION", "IMPROVEMENT", "SAME", "INCONCLUSIVE"
 DIFFERENT = "DIFFERENT"  # deterministic counts that differ
 
@@ -74,7 +73,9 @@ class Judgement:
         return lookup(self.name).direction * self.estimate < 0
 
 
-def judge(values: dict[tuple[int, str], list[PairValue]], threshold: float, alpha: float = ALPHA) -> list[Judgement]:
+def judge(
+    values: dict[tuple[int, str], list[PairValue]], threshold: float, alpha: float = SIGNIFICANCE
+) -> list[Judgement]:
     """The verdict of every (cell, speed value) from its pairs, Holm-corrected across all of them."""
     judgements = [_estimate(cell, name, pairs) for (cell, name), pairs in sorted(values.items())]
     tested = [j for j in judgements if not math.isnan(j.p)]

@@ -23,7 +23,8 @@ says the change is more than noise:
 
 A cell that ran contended on either side (the record's ``conditions``) is shown with its changes, but its
 speeds are not called regressions unless asked: a loaded machine slows everything. Memory and time are
-shown when they change and never fail the check.
+shown when they change and never fail the check. Runs whose device, torch version or precision differ
+(``environment_differences``) are compared with a warning, or refused with `bench compare --strict`.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
 from bench.records import latest_records, slate_hits
-from bench.stats import holm, is_unstable, paired_slates, segments, shares, two_proportion_p
+from bench.stats import SIGNIFICANCE, holm, is_unstable, paired_slates, segments, shares, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
 TIMED_KINDS = ("speed", "latency")
-ALPHA = 0.05  # significance level of every test
+THRESHOLD = 0.05  # the relative change `bench compare` flags unless told otherwise
 SPEED_CAVEAT = (
     "Speed: one run per side cannot separate a change from drift between runs (this machine's speed moves "
     "between processes and over minutes); for a speed verdict use `bench ab` (interleaved processes, paired test)."
@@ -78,7 +79,7 @@ class Change:
             return ""
         if self.test == "no samples":
             return "changed (untested: no timing samples)"
-        if self.p_adjusted is not None and self.p_adjusted >= ALPHA:
+        if self.p_adjusted is not None and self.p_adjusted >= SIGNIFICANCE:
             return f"noise (p {self.p_adjusted:.2g}{' Holm' if self.kind in TIMED_KINDS else ''})"
         if self.worse and not self.resolved:
             return "worse, too noisy to call (interval wider than the threshold)"
@@ -110,6 +111,7 @@ class Comparison:
     only_a: list[str]
     only_b: list[str]
     compared_cells: int  # cells in both runs, ok on both sides, with at least one value compared
+    environment_differences: list[str]  # what differs between the runs' conditions (see ``environment_differences``)
 
     @property
     def regressions(self) -> int:
@@ -141,7 +143,30 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
     _judge(changes, include_contended)
     only_a = [describe(a[k]) for k in a if k not in b]
     only_b = [describe(b[k]) for k in b if k not in a]
-    return Comparison(changes, status_changes, only_a, only_b, compared)
+    differences = environment_differences(list(a.values()), list(b.values()))
+    return Comparison(changes, status_changes, only_a, only_b, compared, differences)
+
+
+def _conditions(record: dict[str, Any]) -> dict[str, str | None]:
+    """The conditions of a record that make its values comparable with another's: device, torch, precision."""
+    env = record.get("environment") or {}
+    device = env.get("device")
+    return {
+        "device": f"{device} ({env.get('device_name')})" if device else None,
+        "torch": env.get("torch"),
+        "precision": env.get("precision") or (record.get("config") or {}).get("precision"),
+    }
+
+
+def environment_differences(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> list[str]:
+    """``device cpu (X) vs cuda (Y)``... for each condition whose values differ between the two runs' records
+    (records that do not say are left out)."""
+    differences = []
+    for name in ("device", "torch", "precision"):
+        values = [{_conditions(r)[name] for r in records} - {None} for records in (records_a, records_b)]
+        if all(values) and values[0] != values[1]:
+            differences.append(f"{name} {', '.join(sorted(values[0]))} vs {', '.join(sorted(values[1]))}")
+    return differences
 
 
 def _change(
@@ -181,7 +206,7 @@ def _judge(changes: list[Change], include_contended: bool) -> None:
     for change, adjusted in zip(tested, holm([c.p for c in tested]), strict=True):
         change.p_adjusted = adjusted
     for c in changes:
-        significant = c.p is None and c.test == "threshold" or c.p_adjusted is not None and c.p_adjusted < ALPHA
+        significant = c.p is None and c.test == "threshold" or c.p_adjusted is not None and c.p_adjusted < SIGNIFICANCE
         excused = c.contended and c.kind in TIMED_KINDS and not include_contended
         c.regression = c.kind in REGRESSION_KINDS and c.worse and significant and c.resolved and not excused
 

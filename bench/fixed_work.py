@@ -29,6 +29,7 @@ import ctypes
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import itertools
 import json
 import mmap
@@ -68,7 +69,9 @@ def side_cells(settings: dict[str, Any]) -> list[Any]:
         from bench.options import check_settings
     except ImportError:  # a revision before option declarations: the driver's check is the only one
         return build_cells(settings)
-    return build_cells(check_settings(settings, "this side's options", command_line=True))
+    if "command_line" in inspect.signature(check_settings).parameters:  # a revision before bench/declare.py
+        return build_cells(check_settings(settings, "this side's options", command_line=True))
+    return build_cells(check_settings(settings))
 
 
 def side_subject(cell: Any) -> Any:

@@ -45,36 +45,40 @@ def calibrate(fn: Callable[[], object], min_seconds: float, device: torch.device
 
 @dataclass
 class Subject:
-    """What a cell measures: its data, the model as built and the module it trains and runs (``runnable``:
-    the model with the cell's precision and compile applied)."""
+    """What a cell measures: its data, the model as the registry built it (parameters, FLOPs) and the module that
+    trains and serves (``runnable``: the model with the cell's precision and compile applied)."""
 
     workload: Any
     model: torch.nn.Module
     runnable: torch.nn.Module
-    trainable: bool
-    dropout_modules: int | None
+    trainable: bool  # baselines (random, initial, oracle) train nothing and may have no parameter at all
+    dropout_modules: int | None  # dropout modules given the cell's CPU dropout (None: the cell names none)
+
+
+def construct(cell: Any, user_dim: int, item_dim: int, utility_fn: Any = None) -> torch.nn.Module:
+    """The cell's model from the registry for these feature sizes; ``utility_fn`` goes to a model that needs the
+    true utilities."""
+    from rerankers import build_model, get_spec
+
+    extra = {"utility_fn": utility_fn} if getattr(get_spec(cell.model), "needs_utility", False) else {}
+    return build_model(cell.model, user_dim=user_dim, item_dim=item_dim, **cell.model_kwargs, **extra)
 
 
 def build_runnable(cell: Any, workload: Any, device: torch.device) -> Subject:
     """The cell's model from the registry, with the cell's CPU dropout, on ``device``, with its precision and
     compile applied: the same for every model, plugins included."""
     from bench.accel import prepare
-    from rerankers import build_model, get_spec
+    from rerankers import get_spec
 
     spec = get_spec(cell.model)
-    extra = {}
+    utility_fn = None
     if getattr(spec, "needs_utility", False):  # e.g. the oracle: give it the truth, which only synthetic data knows
         value_model = getattr(workload, "value_model", None)
         if value_model is None:
             raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-        extra["utility_fn"] = value_model.score
-    model = build_model(
-        cell.model,
-        user_dim=workload.test.inputs.user.shape[1],
-        item_dim=workload.test.inputs.items.shape[2],
-        **cell.model_kwargs,
-        **extra,
-    )
+        utility_fn = value_model.score
+    inputs = workload.test.inputs
+    model = construct(cell, inputs.user.shape[1], inputs.items.shape[2], utility_fn)
     dropout_modules = None
     if getattr(cell, "cpu_dropout", None) is not None:
         from rerankers.dropout import use_cpu_dropout

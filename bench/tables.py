@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.catalog import Direction, header, is_quality, lookup, short_header
+from bench.catalog import Direction, header, is_quality, lookup, short_header, shown_value
+from bench.options import cell_axes, config_path
 from bench.records import slate_hits
 from bench.stats import (
+    SIGNIFICANCE,
     binomial_interval,
     is_unstable,
     mean_interval,
@@ -25,21 +27,16 @@ PEAK_MEMORY = "peak_memory_mib"
 UNSTABLE_MARK = "~"  # a speed whose 95% interval reaches further than +-5% of its median
 CONTENDED_MARK = "!"  # a speed measured while other work took part of the cell's cores
 NOT_COMPARABLE = "n/c"  # a metric the model's scores cannot support (see ``not_comparable``)
-AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
-AXIS_LABELS = {
-    "loss": "loss",
-    "batch_size": "batch size",
-    "slate_length": "slate length T",
-    "candidates": "candidates S",
-    "user_dim": "user feature dim",
-    "item_dim": "item feature dim",
-}
+# The report's axes: every sweep axis that is a cell field (the models are the rows), in the sweep's order,
+# each named by its option's declaration.
+AXES = cell_axes()
+AXIS_COLUMNS = [axis.name for axis in AXES]
+AXIS_LABELS = {axis.name: axis.title for axis in AXES}
 # Columns of the per-axis tables; headers and directions come from the metric catalog.
 AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 # The headline's measurement columns, after the accuracy ones.
 HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
-SIGNIFICANCE = 0.05
 # Models that train nothing and bound the others; the report names them when they ran.
 REFERENCE_MODELS = {
     "oracle": "is the accuracy ceiling (it scores with the true utilities)",
@@ -62,8 +59,9 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": config["device"],
             # cells that differ only in model and seed share a point
             "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
-            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS if axis != "loss"},
-            "loss": config["train"]["loss"],
+            # the model's own settings: its options and, in a tune run, whether they are its defaults or tuned
+            "variant": repr((config["model_kwargs"], (r.get("tuning") or {}).get("role"))),
+            **{axis.name: _config_value(config, config_path(axis)) for axis in AXES},
             **r.get("metrics", {}),
             **x,
         }
@@ -71,6 +69,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["_record"] = r
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _config_value(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a record's config; None where the record has none (one written before the field)."""
+    for part in path:
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def metric_names(frame: pd.DataFrame) -> list[str]:
@@ -115,8 +120,11 @@ def compact_value(value: float) -> str:
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
-    """Axes with several values; candidates is left out when it only follows the slate length."""
-    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
+    """Axes with several values for one variant of a model (its options and tuning role fixed): a value that
+    differs only between variants (the learning rate `bench tune` chose per model) is the variant's own, not an
+    axis. Candidates are left out when they only follow the slate length."""
+    by_variant = frame.groupby(["model", "variant"], dropna=False)
+    axes = [a for a in AXIS_COLUMNS if (by_variant[a].nunique() > 1).any()]
     if "candidates" in axes and "slate_length" in axes:
         if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
             axes.remove("candidates")
@@ -348,17 +356,28 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 continue
             if column in ("train_flops_per_sample", "train_mfu", "wall_seconds"):
                 mean, _, _ = summarize(group, column)
-                label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
-                row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
+                row[column_header(frame, column)] = format_value(shown_value(column, mean))
             else:
                 row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+REFERENCE_RULE = "each swept axis at its smallest value" + "".join(
+    f"; a swept {axis.title} at {axis.default}" for axis in AXES if axis.type is str
+)
+
+
 def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
-    """Each swept axis at its smallest value (the founding kl loss, when it is among the losses)."""
-    return {axis: "kl" if axis == "loss" and "kl" in set(frame[axis]) else frame[axis].min() for axis in axes}
+    """Where the report's overview and each "Across" section hold the other swept axes (``REFERENCE_RULE``): an
+    ordered axis at its smallest value, a categorical one (the loss) at its declared default when it was swept."""
+    declared = {axis.name: axis for axis in AXES}
+
+    def reference(name: str) -> Any:
+        axis = declared[name]
+        return axis.default if axis.type is str and axis.default in set(frame[name]) else frame[name].min()
+
+    return {name: reference(name) for name in axes}
 
 
 def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:

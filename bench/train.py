@@ -16,6 +16,7 @@ from bench.config import TrainConfig
 from bench.data import SlateData
 from bench.losses import get_loss
 from bench.metrics import judged, slate_hits
+from bench.subject import synchronize, timed_block
 
 TIMING_BLOCKS = 20  # steady-state training is timed in about this many blocks
 EpochCallback = Callable[[int, float, float], None]  # epoch (1-based), train loss, valid slate_acc
@@ -40,11 +41,6 @@ class TrainResult:
     def samples_per_second(self) -> float:
         """Median samples/s over the timed blocks."""
         return statistics.median(self.block_rates) if self.block_rates else math.nan
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def slate_scores(model: nn.Module, data: SlateData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,15 +124,7 @@ def train(
         blocks = np.array_split(steps, max(1, round(len(steps) / steps_per_block)))
         result.epoch_blocks.append(len(blocks))
         for block in blocks:
-            start = time.perf_counter()
-            for step in block:
-                loss_sum += train_step(model, batches[step], optimizer, loss_fn)
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            samples = sum(len(batches[step]) for step in block)
-            result.steady_seconds += seconds
-            result.steady_samples += samples
-            result.block_rates.append(samples / seconds)
+            _timed_block([batches[step] for step in block], model, optimizer, loss_fn, loss_sum, result)
         epoch_loss = (loss_sum / len(batches)).item()  # the one host read of the epoch
         if not math.isfinite(epoch_loss):
             raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
@@ -153,6 +141,26 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _timed_block(
+    batches: list[SlateData],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn,
+    loss_sum: torch.Tensor,
+    result: TrainResult,
+) -> None:
+    """Train on ``batches`` as one timed block (one synchronisation at its end), adding each step's loss to
+    ``loss_sum`` in place (on the device) and the block's time and rate to ``result``."""
+    steps = iter(batches)
+    seconds = timed_block(
+        lambda: loss_sum.add_(train_step(model, next(steps), optimizer, loss_fn)), len(batches), loss_sum.device
+    )
+    samples = sum(len(batch) for batch in batches)
+    result.steady_seconds += seconds
+    result.steady_samples += samples
+    result.block_rates.append(samples / seconds)
 
 
 def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
