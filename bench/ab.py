@@ -311,11 +311,12 @@ Say = Callable[[str], None]
 def run_pair(plan: AbPlan, state: AbState, pair: int, cell: int, say: Say) -> None:
     """One pair of one cell: a process of each side, back to back, in the coin's order; each recorded at once."""
     first, second = order(plan.config.order_seed, pair, cell)
-    job = {"mode": "time", "cell": cell, "train_blocks": plan.config.train_blocks, **state.calibration(cell)}
+    job = {"mode": "time", "cell": cell, "train_blocks": plan.config.train_blocks}
     done = {}
     for position, name in enumerate((first, second)):
         side = plan.sides[name]
-        outcome = run_process(side, {**job, "settings": side.settings}, plan.timeout)
+        work = {**job, **state.calibration(cell), "settings": side.settings}  # the first pair's second process too
+        outcome = run_process(side, work, plan.timeout)
         where = {"pair": pair, "cell": cell, "side": name, "position": position, "order": first + second}
         record = process_record(plan, outcome, where)
         _check_tree(side, record)

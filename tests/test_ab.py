@@ -17,7 +17,9 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from bench.ab import AB_FILE, AbState, order
+from bench import ab as ab_module
+from bench.ab import AB_FILE, AbConfig, AbPlan, AbState, order
+from bench.ab_sides import Outcome, Side
 from bench.ab_verdict import (
     DIFFERENT,
     IMPROVEMENT,
@@ -193,6 +195,26 @@ def test_the_order_of_each_pair_is_a_seeded_coin():
     assert first != [order(1, pair, cell) for pair in range(1, 101) for cell in range(2)]  # the seed matters
     assert 70 <= sum(o == ("A", "B") for o in first) <= 130  # a fair coin over 200 pairs
     assert {o for o in first} == {("A", "B"), ("B", "A")}
+
+
+def test_the_first_process_of_a_cell_calibrates_its_blocks_and_every_later_one_does_that_work(tmp_path, monkeypatch):
+    jobs = []
+
+    def process(side, job, timeout):  # a process that calibrates (differently each time) when not told the work
+        jobs.append(job)
+        work = {"steps_per_block": job.get("steps_per_block") or 8 * len(jobs), "calls_per_block": 64 * len(jobs)}
+        work["calls_per_block"] = job.get("calls_per_block") or work["calls_per_block"]
+        result = {"status": "ok", "train_samples_per_s": [1.0, 1.1], "latency_b1_ms": [0.5, 0.6], **work}
+        return Outcome(result, {}, "", 0.0)
+
+    monkeypatch.setattr(ab_module, "run_process", process)
+    plan = AbPlan(AbConfig(), {name: Side(name, None) for name in "AB"}, tmp_path)
+    plan.cells = [{name: {"model": "mlp"} for name in "AB"}]
+    state = AbState([])
+    for pair in (1, 2):
+        ab_module.run_pair(plan, state, pair, 0, say=lambda line: None)
+    assert [job.get("steps_per_block") for job in jobs] == [None, 8, 8, 8]
+    assert [job.get("calls_per_block") for job in jobs] == [None, 64, 64, 64]
 
 
 def test_a_pair_cut_in_half_is_not_a_pair_and_a_later_session_wins():
