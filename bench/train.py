@@ -151,8 +151,9 @@ def _timed_block(
     loss_sum: torch.Tensor,
     result: TrainResult,
 ) -> None:
-    """Train on ``batches`` as one timed block (one synchronisation at its end), adding each step's loss to
-    ``loss_sum`` in place (on the device) and the block's time and rate to ``result``."""
+    """Train on ``batches`` as one timed block (``subject.timed_block``: a synchronisation before and after it,
+    none per step), adding each step's loss to ``loss_sum`` in place (on the device) and the block's time and
+    rate to ``result``."""
     steps = iter(batches)
     seconds = timed_block(
         lambda: loss_sum.add_(train_step(model, next(steps), optimizer, loss_fn)), len(batches), loss_sum.device
