@@ -58,6 +58,12 @@ _ENTRIES = (
     Metric("label_ndcg@k", "label NDCG@k", "", H, "accuracy", _M),
     Metric("map@k", "MAP@k", "", H, "accuracy", _M),
     Metric("precision@k", "precision@k", "", H, "accuracy", _M),
+    # the world's value of the model's order of the displayed slate (bench/worlds.py, docs/workloads.md)
+    Metric("slate_value", "slate value (discounted contextual utility)", "utility", H, "accuracy", _M),
+    Metric("slate_regret", "slate regret (best order's value lost)", "utility", L, "accuracy", _M),
+    Metric(
+        "slate_regret_share", "slate regret share (of the best order's gain over a random order)", "", L, "accuracy", _M
+    ),
     Metric("test_slates", "test slates", "slates", N, "count", _M),
     Metric("judged_slates", "judged test slates", "slates", N, "count", _M),
     # measurements (bench/measure.py, bench/flops.py, bench/cell.py)

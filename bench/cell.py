@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import traceback
 from datetime import UTC, datetime
@@ -35,13 +36,16 @@ from bench.records import environment, is_allocation_failure, json_safe, new_rec
 from bench.stats import timing_summary
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
+from bench.worlds import World, value_metrics
 from rerankers import build_model, get_spec
 from rerankers.dropout import cpu_dropout_kernel, use_cpu_dropout
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 
 
-def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+def evaluate(
+    scores: torch.Tensor, data, synthetic: bool = True, world: World | None = None
+) -> tuple[dict[str, float], torch.Tensor]:
     """Test metrics from [N, S] candidate scores; also the per-slate hits of the judged slates.
 
     Label-based metrics (slate_acc, total_acc, mrr, map@k, precision@k, and ndcg@k on real
@@ -49,7 +53,8 @@ def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[s
     On synthetic data ``ndcg@k`` is NDCG against the true utilities (linear gain = utility
     minus the slate's lowest) over the slates with some gain (not over 1-item slates or slates of
     equal utilities, where every order is ideal), and ``label_ndcg@k`` the same against the
-    labels; ``regret`` is a mean over every slate.
+    labels; ``regret`` is a mean over every slate. With a ``world`` (synthetic data), the value of the model's
+    order of the displayed slate under it, and its regret against the best order (slate_value_metrics).
     """
     mask = data.slate_mask
     on_slate = scores.gather(1, data.slate).masked_fill(~mask, float("-inf"))
@@ -77,9 +82,25 @@ def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[s
         gained = has_gain(gains, mask)  # a 1-item slate or equal utilities: no order is better than another
         for k in ks:
             metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask)[gained].mean().item()
+    if world is not None:
+        metrics.update(slate_value_metrics(world, on_slate, data))
     metrics["test_slates"] = len(data)
     metrics["judged_slates"] = int(keep.sum().item())
     return metrics, hits[keep]
+
+
+def slate_value_metrics(world: World, on_slate: torch.Tensor, data: SlateData) -> dict[str, float]:
+    """slate_value and slate_regret: means over every slate; slate_regret_share: the regret summed over the
+    slates, divided by the headroom summed over them (best order's value minus a random order's expected value),
+    so 0 is the best order and 1 no better than a random one (NaN where no slate has headroom)."""
+    per_slate = value_metrics(world, on_slate, data.slate_items, data.slate_utility, data.slate_mask)
+    headroom = per_slate["headroom"].sum().item()
+    regret_sum = per_slate["slate_regret"].sum().item()
+    return {
+        "slate_value": per_slate["slate_value"].mean().item(),
+        "slate_regret": per_slate["slate_regret"].mean().item(),
+        "slate_regret_share": regret_sum / headroom if headroom > 0 else math.nan,
+    }
 
 
 def flop_measurements(
@@ -146,10 +167,9 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
         extra = {}
         if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
-            value_model = getattr(workload, "value_model", None)
-            if value_model is None:
+            if getattr(workload, "value_model", None) is None:
                 raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-            extra["utility_fn"] = value_model.score
+            extra["utility_fn"] = workload.oracle_scores
         model = build_model(
             cell.model,
             user_dim=workload.test.inputs.user.shape[1],
@@ -202,7 +222,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
                 memory_method = phase.method
         x.update(measure.peak_memory_mib(device, "train"))
         scores = score_split(runnable, evaluated, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, evaluated, synthetic=workload.source == "synthetic")
+        metrics, hits = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
         record["metrics"] = metrics
         record["per_slate"] = {"slate_hits": pack_bits(hits)}
         del scores

@@ -201,6 +201,7 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool, keep_fai
     rows = [
         (
             c.model,
+            c.workload.world,
             c.train.loss,
             c.seed,
             c.workload.batch_size,
@@ -213,7 +214,19 @@ def _print_dry_run(cells: list[CellConfig], run_dir: Path, force: bool, keep_fai
         )
         for c in cells
     ]
-    headers = ["model", "loss", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
+    headers = [
+        "model",
+        "world",
+        "loss",
+        "seed",
+        "batch",
+        "slate T",
+        "candidates S",
+        "user dim",
+        "item dim",
+        "key",
+        "action",
+    ]
     typer.echo(tabulate(rows, headers=headers))
     typer.echo(f"{len(cells)} cells: {len(todo)} to run, {len(cells) - len(todo)} already recorded in {run_dir}")
     _say_retried(cells, todo, run_dir, typer.echo)

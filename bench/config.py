@@ -72,6 +72,23 @@ class WorkloadConfig:
     click_model: str = option("best", "best (founding) | position-biased | cascade | multi-click")
     eta: float = option(0.2, "position-biased clicks: examination probability 1/rank^eta.")
     labels: str = option("clicks", "clicks | graded (default: clicks; graded for --data letor).")
+    # Worlds where the list matters (bench/worlds.py, docs/workloads.md); independent is the founding world.
+    world: str = option(
+        "independent",
+        "independent (founding) | diversity | complements | decoy: how displayed items change each other's value. "
+        + LIST_HELP,
+        axis=5,
+        flags=("--world", "--worlds"),
+    )
+    world_strength: float = option(
+        1.0, "Interaction worlds: size of one item's effect on another, in standard deviations of utility.", minimum=0
+    )
+    world_topics: int = option(
+        4, "Interaction worlds: topics K, an item's topic being the argmax of its first K features.", minimum=2
+    )
+    world_window: int = option(
+        2, "Interaction worlds: how many positions away an item acts on another.", minimum=1, maximum=1000
+    )
     # Real data instead of the synthetic world.
     data: str = option("synthetic", "synthetic (default) | letor")
     data_path: str | None = option(None, "LETOR: a directory with train/vali/test.txt, or TRAIN,VALID,TEST.")
@@ -196,10 +213,11 @@ class CellConfig:
         the device it was drawn on, always "cpu": CPU records keep their data keys and a GPU cell
         shares its data key with the CPU cell of the same workload and seed.
         """
-        canonical = json.dumps(
-            {"workload": asdict(self.workload), "seed": self.seed, "device": DATA_DEVICE},
-            sort_keys=True,
-        )
+        workload = asdict(self.workload)
+        for name in LATE_DATA_FIELDS:
+            if workload[name] == NEUTRAL_FIELDS[("workload", name)]:
+                del workload[name]
+        canonical = json.dumps({"workload": workload, "seed": self.seed, "device": DATA_DEVICE}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -319,7 +337,14 @@ NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("workload", "data"): "synthetic",
     ("workload", "data_path"): None,
     ("workload", "initial_ranker"): "linear",
+    ("workload", "world"): "independent",
+    ("workload", "world_strength"): 1.0,
+    ("workload", "world_topics"): 4,
+    ("workload", "world_window"): 2,
 }
+
+# Workload fields left out of the data key while neutral, so that earlier records keep their data keys too.
+LATE_DATA_FIELDS = ("world", "world_strength", "world_topics", "world_window")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -364,7 +389,7 @@ def validate(cell: CellConfig) -> None:
                     raise ConfigError(f"{name} must be a finite number, got {value}")
                 if isinstance(value, int) and abs(value) > MAX_SEED:
                     raise ConfigError(f"{name} is out of range, got {value}")
-                if f.name in ("warmup_steps", "eta", "initial_noise"):
+                if f.name in ("warmup_steps", "eta", "initial_noise", "world_strength"):
                     if value < 0:
                         raise ConfigError(f"{name} must be >= 0, got {value}")
                 elif f.name == "slate_min":
@@ -430,6 +455,7 @@ EVAL_SPLITS = ("test", "valid")
 CLICK_MODELS = ("best", "position-biased", "cascade", "multi-click")
 LABEL_KINDS = ("clicks", "graded")
 DATA_SOURCES = ("synthetic", "letor")
+WORLDS = ("independent", "diversity", "complements", "decoy")  # bench/worlds.py defines each
 
 
 def _choice(what: str, value: str, known: tuple[str, ...]) -> None:
@@ -441,6 +467,7 @@ def _validate_workload_knobs(w: WorkloadConfig) -> None:
     _choice("click model", w.click_model, CLICK_MODELS)
     _choice("labels", w.labels, LABEL_KINDS)
     _choice("data source", w.data, DATA_SOURCES)
+    _validate_world(w)
     if w.slate_min is not None and not 1 <= w.slate_min <= w.slate_length:
         raise ConfigError(f"slate-min must be between 1 and the slate length ({w.slate_length}), got {w.slate_min}")
     if w.initial_noise is not None and not math.isfinite(w.initial_noise):
@@ -460,6 +487,22 @@ def _validate_workload_knobs(w: WorkloadConfig) -> None:
             raise ConfigError("data-path applies to --data letor only")
         if w.initial_ranker != "linear":
             raise ConfigError("initial-ranker applies to --data letor only (synthetic data: --initial-noise)")
+
+
+def _validate_world(w: WorkloadConfig) -> None:
+    """A world's parameters apply to the worlds that use them: otherwise two keys would name the same data."""
+    _choice("world", w.world, WORLDS)
+    defaults = {f.name: f.default for f in fields(WorkloadConfig) if f.name.startswith("world_")}
+    changed = [name for name, default in defaults.items() if getattr(w, name) != default]
+    if w.world == "independent" and changed:
+        raise ConfigError(f"{changed[0].replace('_', '-')} applies to the interaction worlds only (--world)")
+    if w.world != "independent" and w.data != "synthetic":
+        raise ConfigError("--world applies to synthetic data only")
+    if w.world != "independent" and w.world_topics > w.item_dim - 1:
+        raise ConfigError(
+            f"world-topics ({w.world_topics}) must be at most item-dim - 1 ({w.item_dim - 1}): a topic is read "
+            "off one of the item's own features (the last is the sum of the others)"
+        )
 
 
 def with_overrides(base: CellConfig, **overrides: Any) -> CellConfig:

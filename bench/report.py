@@ -18,6 +18,7 @@ from bench.tables import (
     REFERENCE_MODELS,
     SIGNIFICANCE,
     UNSTABLE_MARK,
+    WORLD_AXIS_METRICS,
     axis_table,
     column_header,
     format_value,
@@ -52,6 +53,12 @@ def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = 
         click_model = w.get("click_model", "best")
         parts.append(f"{click_model} clicks" + (f" (eta {w.get('eta')})" if click_model == "position-biased" else ""))
         parts.append(f"labels {w.get('labels', 'clicks')}")
+        world = w.get("world", "independent")
+        if world != "independent":
+            parts.append(
+                f"world {world} (strength {w['world_strength']:g}, {w['world_topics']} topics, "
+                f"window {w['world_window']})"
+            )
         data = "synthetic: " + ", ".join(parts)
     return (
         f"{data}; batch {w['batch_size']} x {w['batches']} batches x {t['epochs']} epochs; {w['candidates']} "
@@ -92,6 +99,11 @@ HOW_TO_READ = """\
   counts), on LETOR data the relevance grade. **label_ndcg@k** (synthetic): the same with the labels (clicks
   or grades) as gains, over judged slates. **regret**: true utility of the best displayed item minus that of
   the model's top displayed item, mean over all test slates (LETOR: in relevance grades).
+- **slate_value** (synthetic): the displayed slate's worth in the model's order under the run's world, Σ over
+  positions of 1/log2(position+1) × the item's contextual utility there (in the independent world, its utility).
+  **slate_regret**: the best order's value minus the model's (the best order is exact up to 7 items, approximate
+  above); **slate_regret_share**: the regret summed over test slates over the best order's gain on a random order
+  summed over them (0: the best order, 1: no better than a random order). docs/workloads.md has the worlds.
 - **Intervals** are 95%. Accuracy: with one seed, slate_acc's interval is the normal-approximation binomial
   interval over test slates; with several seeds, the mean over seeds ± the Student-t interval of that mean.
   Speeds and latencies: each cell keeps its timing samples (blocks of training steps, blocks of inference
@@ -184,7 +196,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
             data = data[data[other] == value]
         fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
         lines += [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
-        for column in AXIS_METRICS:
+        for column in (*WORLD_AXIS_METRICS, *AXIS_METRICS[1:]) if axis == "world" else AXIS_METRICS:
             if column not in data or data[column].isna().all() and (data["status"] == "ok").any():
                 continue
             lines += [f"### {column_header(frame, column)}", ""]
@@ -199,7 +211,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         columns = [
             "model",
             "seed",
-            *AXIS_COLUMNS,
+            *(a for a in AXIS_COLUMNS if a != "world" or a in axes),  # the world only where the run varied it
             "status",
             "slate_acc",
             "train_samples_per_s",

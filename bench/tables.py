@@ -25,8 +25,9 @@ PEAK_MEMORY = "peak_memory_mib"
 UNSTABLE_MARK = "~"  # a speed whose 95% interval reaches further than +-5% of its median
 CONTENDED_MARK = "!"  # a speed measured while other work took part of the cell's cores
 NOT_COMPARABLE = "n/c"  # a metric the model's scores cannot support (see ``not_comparable``)
-AXIS_COLUMNS = ["loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
+AXIS_COLUMNS = ["world", "loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
 AXIS_LABELS = {
+    "world": "world",
     "loss": "loss",
     "batch_size": "batch size",
     "slate_length": "slate length T",
@@ -36,13 +37,20 @@ AXIS_LABELS = {
 }
 # Columns of the per-axis tables; headers and directions come from the metric catalog.
 AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
+# Across worlds, what a world changes: the value of the model's order (bench/worlds.py) before speed and memory.
+WORLD_AXIS_METRICS = ("slate_acc", "slate_value", "slate_regret_share")
+# Each axis's founding value, the reference point when it is swept (else the smallest value).
+FOUNDING_VALUES = {"loss": "kl", "world": "independent"}
+# Workload fields that came after the first records: their value in records written before they existed.
+LATE_AXIS_DEFAULTS = {"world": "independent"}
 # The headline's measurement columns, after the accuracy ones.
 HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
 SIGNIFICANCE = 0.05
 # Models that train nothing and bound the others; the report names them when they ran.
 REFERENCE_MODELS = {
-    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
+    "oracle": "is the accuracy ceiling (it scores with the true utilities; where the list matters, it puts each "
+    "slate in its best order)",
     "random": "is the floor (a random order)",
     "initial": "keeps the displayed (initial) order",
 }
@@ -62,7 +70,11 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": config["device"],
             # cells that differ only in model and seed share a point
             "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
-            **{axis: config["workload"][axis] for axis in AXIS_COLUMNS if axis != "loss"},
+            **{
+                axis: config["workload"].get(axis, LATE_AXIS_DEFAULTS.get(axis))
+                for axis in AXIS_COLUMNS
+                if axis != "loss"
+            },
             "loss": config["train"]["loss"],
             **r.get("metrics", {}),
             **x,
@@ -294,11 +306,14 @@ def headline_metrics(frame: pd.DataFrame) -> list[str]:
         small = [k for k in ks if k <= 5]
         return [f"{prefix}@{max(small)}"] if small else []
 
+    # In a world where the list matters, what a model's order is worth there (bench/worlds.py).
+    interacting = "slate_regret_share" in names and (frame["world"] != "independent").any()
     return (
         [n for n in ("slate_acc", "total_acc") if n in names]
         + at_most_5("ndcg")
         + at_most_5("map")
         + [n for n in ("mrr", "regret") if n in names]
+        + (["slate_regret_share"] if interacting else [])
     )
 
 
@@ -357,8 +372,10 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
-    """Each swept axis at its smallest value (the founding kl loss, when it is among the losses)."""
-    return {axis: "kl" if axis == "loss" and "kl" in set(frame[axis]) else frame[axis].min() for axis in axes}
+    """Each swept axis at its founding value where it was run (the kl loss, the independent world), else at its
+    smallest value."""
+    founding = {axis: FOUNDING_VALUES.get(axis) for axis in axes}
+    return {axis: founding[axis] if founding[axis] in set(frame[axis]) else frame[axis].min() for axis in axes}
 
 
 def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
