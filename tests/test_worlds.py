@@ -356,3 +356,15 @@ def test_every_model_runs_in_every_world(tmp_path):
             assert metrics["slate_regret"] >= -1e-9  # no order beats the exact optimum (T = 5)
     report = (tmp_path / "worlds" / "report.md").read_text()
     assert "## Across world" in report and "slate regret share" in report
+
+
+@pytest.mark.parametrize("name", INTERACTION_WORLDS)
+def test_the_oracle_stays_permutation_equivariant(name):
+    """Registered as such: shuffling the candidates (their initial ranks with them) shuffles its scores."""
+    workload = generate(replace(SMALL, world=name, test_slates=200), seed=4)
+    batch = workload.test.inputs
+    shuffle = torch.randperm(batch.mask.shape[1], generator=torch.Generator().manual_seed(0))
+    shuffled = rerankers.SlateBatch(
+        batch.user, batch.items[:, shuffle], batch.mask[:, shuffle], batch.positions[:, shuffle]
+    )
+    torch.testing.assert_close(workload.oracle_scores(shuffled), workload.oracle_scores(batch)[:, shuffle])
