@@ -388,8 +388,8 @@ def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
 
 
 def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
-    """Models as rows, the axis's values as columns; best per column in bold."""
-    values = sorted(frame[axis].unique())
+    """Models as rows, the axis's values as columns (the independent world first); best per column in bold."""
+    values = sorted(frame[axis].unique(), key=lambda v: (axis != "world" or v != FOUNDING_VALUES["world"], v))
     cells: dict[str, dict[Any, str]] = {}
     means: dict[Any, dict[str, float]] = {v: {} for v in values}
     for model, group in frame.groupby("model", sort=False):

@@ -70,7 +70,7 @@ class World:
 
     def pairs(self, topic: torch.Tensor, utility: torch.Tensor) -> torch.Tensor:
         """[N, T, T] bool or sign of the effect of item j on item i, before scaling and masking."""
-        return torch.zeros(*topic.shape, topic.shape[1], dtype=torch.float64)
+        return torch.zeros(*topic.shape, topic.shape[1], dtype=torch.float64, device=topic.device)
 
     def effects(self, items: torch.Tensor, utility: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[N, T, T] float64 B: B[n, i, j] = effect of displayed item j on item i (0 on the diagonal, padding)."""
