@@ -23,7 +23,8 @@ d(p) = 1 / log2(p + 1) (positions from 1). The worlds:
 
 The clicks and labels of bench/data.py come from the contextual utilities of the slate as displayed. The best
 order of a displayed slate of t items is found exactly by trying all t! orders where t <= EXACT_MAX_LENGTH,
-and by greedy position-by-position choice above that (``optimum``); docs/workloads.md states the measured gap.
+and approximated above that: greedily position by position, then by swaps and moves of single items while one
+adds value (``optimum``); docs/workloads.md states the approximation's measured gap to exact.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from bench.config import WORLDS, WorkloadConfig
 from bench.metrics import discounts, ranked
 from rerankers import SlateBatch
 
-EXACT_MAX_LENGTH = 7  # brute force over up to 7! = 5040 orders per slate; greedy above
+EXACT_MAX_LENGTH = 7  # brute force over up to 7! = 5040 orders per slate; greedy + local search above
 _CHUNK_VALUES = 1 << 22  # values held at once by the brute force and the local search (32 MiB of float64)
 _IMPROVEMENT = 1e-9  # a local-search step must add more than float error
 
@@ -155,12 +156,13 @@ def item_topics(items: torch.Tensor, topics: int) -> torch.Tensor:
     return items[..., :topics].argmax(dim=-1)
 
 
-def world_of(config: WorkloadConfig, scale: float = 1.0) -> World:
-    """The world a workload config names, with its parameters (the independent world takes none)."""
+def world_of(config: WorkloadConfig) -> World:
+    """The world a workload config names, with its parameters (the independent world takes none); its scale
+    comes from the calibration draw (``calibrated``)."""
     kind = KINDS[config.world]
     if kind is World:
         return World()
-    return kind(strength=config.world_strength, topics=config.world_topics, window=config.world_window, scale=scale)
+    return kind(strength=config.world_strength, topics=config.world_topics, window=config.world_window)
 
 
 def calibrated(world: World, utility: torch.Tensor) -> World:
