@@ -1,11 +1,21 @@
-"""Run-time speed options of a cell: precision (fp32 | tf32 | bf16 autocast) and torch.compile."""
+"""The device a cell runs on, and its run-time speed options: precision (autocast, TF32) and torch.compile."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from bench.errors import ConfigError
 from rerankers import SlateBatch
+
+
+def resolve_device(name: str) -> str:
+    """The device a run's cells use: ``auto`` is cuda when a GPU is there, else cpu; ``cuda`` needs a GPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
+    return name
 
 
 class Autocast(nn.Module):

@@ -1,7 +1,9 @@
-"""The metric catalog: every recorded metric and measurement, with its label, unit, direction and kind.
+"""The metric catalog: every recorded metric and measurement, with its label, unit, direction, kind and how to
+read it.
 
-Report tables, plots and ``bench compare`` read what a value means from here; adding a metric to the
-record is adding one entry. Names ending in ``@k`` (``ndcg@k``) stand for a family (``ndcg@1``, ``ndcg@5``...).
+Report tables, plots, the report's "How to read this" and ``bench compare`` read what a value means from here;
+adding a metric to the record is adding one entry. Names ending in ``@k`` (``ndcg@k``) stand for a family
+(``ndcg@1``, ``ndcg@5``...).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Metric:
     ranks_undisplayed: bool = False
     # The report's headline column header, where "label (unit)" is too wide for a GitHub page; else None.
     short: str | None = None
+    percent: bool = False  # a fraction that tables show as a percentage
+    how: str = ""  # how to read the value: what it measures, over what, and its conventions (markdown)
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
         """``after`` is worse than ``before`` by more than ``threshold`` (relative) in this metric's direction."""
@@ -48,7 +52,7 @@ class Metric:
 H, L, N = Direction.HIGHER, Direction.LOWER, Direction.NEITHER
 _M, _X = "metrics", "measurements"
 
-_ENTRIES = (
+_ROWS = (
     # quality, over the test split (bench/cell.py:evaluate, bench/metrics.py)
     Metric("slate_acc", "slate accuracy", "", H, "accuracy", _M),
     Metric("total_acc", "total accuracy (whole candidate list)", "", H, "accuracy", _M, ranks_undisplayed=True),
@@ -93,12 +97,58 @@ _ENTRIES = (
     Metric("train_flops_per_s", "train FLOP/s", "FLOP/s", H, "compute", _X),
     Metric("infer_flops_per_s", "inference FLOP/s", "FLOP/s", H, "compute", _X),
     Metric("peak_flops_per_s", "device peak FLOP/s", "FLOP/s", N, "compute", _X),
-    Metric("train_mfu", "train MFU", "", H, "compute", _X),
-    Metric("infer_mfu", "inference MFU", "", H, "compute", _X),
+    Metric("train_mfu", "train MFU", "", H, "compute", _X, percent=True),
+    Metric("infer_mfu", "inference MFU", "", H, "compute", _X, percent=True),
     Metric("train_steady_seconds", "training time after warm-up", "s", L, "time", _X),
     Metric("train_warmup_seconds", "warm-up time (includes compilation)", "s", L, "time", _X),
     Metric("wall_seconds", "cell wall time", "s", L, "time", _X),
 )
+
+_JUDGED = "mean over the judged test slates (those with a relevant displayed item: label > 0)"
+_BURSTS = "taken in bursts spread over the cell (after each epoch and at the end)"
+# How to read each value (the report's "How to read this" prints the entries its tables show).
+_HOW = {
+    "slate_acc": "the highest-scored *displayed* item carries the slate's highest label (with the founding "
+    f"one-click data: it is the clicked item); {_JUDGED}",
+    "total_acc": "the highest-scored item of the *whole candidate list* carries the slate's highest label; "
+    "undisplayed candidates carry no label, so it is capped well below 1",
+    "mrr": f"reciprocal rank of the best-ranked relevant item, {_JUDGED}",
+    "regret": "true utility of the best displayed item minus that of the model's top displayed item, mean over "
+    "every test slate (LETOR: in relevance grades)",
+    "ndcg@k": "NDCG of the displayed slate in the model's order, linear gain, discount 1/log2(rank + 1); on "
+    "synthetic data the gain is the true utility minus the slate's lowest, on LETOR data the relevance grade; a "
+    "slate with no gain to earn (one item, equal utilities; on LETOR no relevant item) has no order to judge and "
+    "leaves the mean",
+    "label_ndcg@k": f"synthetic data: NDCG with the labels (clicks or grades) as gains, {_JUDGED}",
+    "map@k": f"AP@k = the sum of precision@i at the relevant items of the top k / min(#relevant, k), {_JUDGED}",
+    "precision@k": f"relevant items in the top k / min(k, slate length), {_JUDGED}",
+    "slate_value": "synthetic data: the displayed slate's worth in the model's order under the cell's world, the "
+    "sum over positions of 1/log2(position + 1) x the item's contextual utility there (in the independent world, "
+    "its utility), mean over every test slate; docs/workloads.md has the worlds",
+    "slate_regret": "the best order's slate value minus the model's, mean over every test slate (the best order "
+    "is exact up to 7 displayed items, greedy + local search above)",
+    "slate_regret_share": "the slate regret summed over the test slates, over the best order's gain on a random "
+    "order summed over them: 0 is the best order, 1 no better than a random order",
+    "train_samples_per_s": "training samples/s over steady-state steps (the first epoch's warm-up steps and each "
+    "epoch's validation excluded), timed in about 20 blocks",
+    "infer_samples_per_s": "samples/s of eval-mode forward passes at the cell's batch size, per timed block; "
+    f"{_BURSTS}; records of schema 2 took them in one burst at the end",
+    "latency_b1_p50_ms": "median time of one eval-mode forward pass at batch size 1 (an online request); "
+    f"{_BURSTS}, like the inference blocks; records without `latency_bursts` took them at the end",
+    "latency_b1_p95_ms": "the 95th percentile of the same requests (an interval needs 72 of them)",
+    "latency_b1_p99_ms": "the 99th percentile of the same requests (an interval needs 368 of them)",
+    "cpu_net_peak_rss_mib": "CPU: the cell's peak resident memory during training and during inference, the "
+    "larger of the two, minus the process's memory before any data or model existed (interpreter, torch, "
+    "harness): the data's, model's and training's own footprint",
+    "cpu_peak_rss_mib": "the process's absolute peak resident memory, its baseline included",
+    "cuda_peak_allocated_train_mib": "`torch.cuda.max_memory_allocated` during training",
+    "train_flops_per_sample": "matmul FLOPs of one training step (forward + backward) per sample, counted by "
+    "`torch.utils.flop_counter.FlopCounterMode`",
+    "train_mfu": "model FLOP utilisation: achieved training FLOP/s over the device's peak for the cell's "
+    "precision (data-sheet dense peak on GPUs; on CPUs a cached matmul probe)",
+    "wall_seconds": "the cell's wall time, from its start to its record",
+}
+_ENTRIES = tuple(replace(m, how=_HOW.get(m.name, "")) for m in _ROWS)
 CATALOG: dict[str, Metric] = {m.name: m for m in _ENTRIES}
 
 
@@ -114,11 +164,18 @@ def lookup(name: str) -> Metric | None:
 
 
 def header(name: str) -> str:
-    """A table header: the label, with the unit in parentheses."""
+    """A table header: the label, with the unit in parentheses (% for a fraction shown as a percentage)."""
     entry = lookup(name)
     if entry is None:
         return name
-    return f"{entry.label} ({entry.unit})" if entry.unit and entry.kind != "count" else entry.label
+    unit = "%" if entry.percent else entry.unit
+    return f"{entry.label} ({unit})" if unit and entry.kind != "count" else entry.label
+
+
+def shown_value(name: str, value: float) -> float:
+    """A value as tables show it: a percentage for a fraction the catalog shows so."""
+    entry = lookup(name)
+    return value * 100 if entry is not None and entry.percent else value
 
 
 def short_header(name: str) -> str:
@@ -130,6 +187,11 @@ def short_header(name: str) -> str:
 def summarising(timing: str) -> list[Metric]:
     """The entries whose values are quantiles of the ``timing`` samples (latency_b1_ms: p50, p95, p99)."""
     return [m for m in _ENTRIES if m.timing == timing]
+
+
+def entries() -> tuple[Metric, ...]:
+    """Every entry, in catalog order (families as ``name@k``)."""
+    return _ENTRIES
 
 
 def of_kind(*kinds: str) -> list[Metric]:

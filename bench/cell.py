@@ -1,4 +1,5 @@
-"""One cell, end to end: data -> model from the registry -> train -> evaluate + measure -> record."""
+"""One cell, end to end, in phases that fill its record: data -> model from the registry -> train -> evaluate ->
+serve (inference speed and latency) -> account (FLOPs); a failure in any phase is the record's status."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import contextlib
 import math
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench import measure
+from bench import measure, models
 from bench.accel import prepare, set_matmul_precision
 from bench.catalog import summarising
-from bench.conditions import contention, read_counters
+from bench.conditions import CpuCounters, contention, read_counters
 from bench.config import CellConfig
 from bench.data import SlateData, Workload
 from bench.flops import count_flops, peak_flops
@@ -37,7 +39,7 @@ from bench.stats import timing_summary
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
 from bench.worlds import World, value_metrics
-from rerankers import build_model, get_spec
+from rerankers import get_spec
 from rerankers.dropout import cpu_dropout_kernel, use_cpu_dropout
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
@@ -54,7 +56,7 @@ def evaluate(
     minus the slate's lowest) over the slates with some gain (not over 1-item slates or slates of
     equal utilities, where every order is ideal), and ``label_ndcg@k`` the same against the
     labels; ``regret`` is a mean over every slate. With a ``world`` (synthetic data), the value of the model's
-    order of the displayed slate under it, and its regret against the best order (slate_value_metrics).
+    order of the displayed slate under it, and its regret against the best order (``slate_value_metrics``).
     """
     mask = data.slate_mask
     on_slate = scores.gather(1, data.slate).masked_fill(~mask, float("-inf"))
@@ -140,116 +142,186 @@ def _cpu_phase(on_cpu: bool) -> contextlib.AbstractContextManager:
     return measure.CpuPhasePeak() if on_cpu else contextlib.nullcontext()
 
 
-def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
-    """Run one cell and return its record; errors become a record with a failure status."""
-    wall_start = time.perf_counter()
+@dataclass
+class CellRun:
+    """One cell's run: the record its phases fill (data, model, train, evaluate, serve, account), in that order."""
+
+    cell: CellConfig
+    record: dict[str, Any]
+    device: torch.device
+    baseline_mib: float | None  # the process's memory before any data or model: interpreter, torch, harness (CPU)
+    memory_method: str | None = None  # how the CPU phases' peaks were measured
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device.type == "cpu"
+
+    @property
+    def measurements(self) -> dict[str, Any]:
+        return self.record["measurements"]
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        return self.record["timings"]
+
+
+@dataclass
+class BuiltModel:
+    model: torch.nn.Module  # as the registry built it (parameters, FLOPs)
+    runnable: torch.nn.Module  # what trains and serves: the model with the cell's precision and compile applied
+    trainable: bool  # baselines (random, initial, oracle) train nothing and may have no parameter at all
+
+
+def start(cell: CellConfig) -> CellRun:
+    """The cell's threads, matmul precision and environment, and the process's memory before anything else."""
     device = torch.device(cell.device)
-    on_cpu = device.type == "cpu"
     if cell.threads:
         torch.set_num_threads(cell.threads)
     record = new_record(cell)
     set_matmul_precision(cell.precision)
     record["environment"] = environment(device, cell.precision, cell.compile)
     record["environment"].update(cpu_dropout=cell.cpu_dropout, cpu_dropout_kernel=cpu_dropout_kernel(cell.cpu_dropout))
-    x, timings = record["measurements"], record["timings"]
-    # The process's memory before any data or model: the interpreter, torch and the harness.
-    baseline = measure.cpu_rss_mib() if on_cpu else None
-    memory_method = None
+    return CellRun(cell, record, device, measure.cpu_rss_mib() if device.type == "cpu" else None)
+
+
+def data_phase(run: CellRun) -> Workload:
+    """The cell's data, from its seed (which also seeds the model's initialisation that follows)."""
+    torch.manual_seed(run.cell.seed)
+    workload = load_workload(run.cell.workload, run.cell.seed, run.device)
+    run.record["data"] = workload.describe()
+    if run.baseline_mib is not None:
+        run.measurements["cpu_rss_baseline_mib"] = run.baseline_mib
+        run.measurements["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or run.baseline_mib) - run.baseline_mib
+    return workload
+
+
+def model_phase(run: CellRun, workload: Workload) -> BuiltModel:
+    """The model from the registry, with the same CPU dropout for every model (plugins included), on the device."""
+    cell = run.cell
+    spec = get_spec(cell.model)
+    run.record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
+    utility_fn = None
+    if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
+        if getattr(workload, "value_model", None) is None:
+            raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
+        utility_fn = workload.oracle_scores  # in a world where the list matters: each slate's best order
+    inputs = workload.test.inputs
+    model = models.build(cell, inputs.user.shape[1], inputs.items.shape[2], utility_fn)
+    run.record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
+    model = model.to(run.device)
+    runnable = prepare(model, cell.precision, cell.compile)
+    run.measurements["parameters"] = measure.parameter_count(model)
+    measure.reset_peak_memory(run.device)
+    return BuiltModel(model, runnable, spec.trainable and any(p.requires_grad for p in model.parameters()))
+
+
+def serving_sampler(run: CellRun, built: BuiltModel, evaluated: SlateData) -> measure.ServingSampler:
+    """The serving measurements, spread over the cell: one share after each epoch, the rest at the end. The
+    training phase's memory peak thus includes eval-mode forward passes at the training batch size, which hold
+    less than a training step does."""
+    batch_size = run.cell.workload.batch_size
+    bursts = run.cell.train.epochs + 1 if built.trainable else 1
+    return measure.ServingSampler(
+        built.runnable, evaluated[:batch_size].inputs, evaluated.inputs, run.cell.measure, bursts=bursts
+    )
+
+
+def train_phase(
+    run: CellRun, built: BuiltModel, workload: Workload, serving: measure.ServingSampler, on_epoch: EpochCallback | None
+) -> None:
+    """Train (a model that trains), a serving burst after each epoch; history, throughput and memory."""
+
+    def after_epoch(epoch: int, loss: float, valid_acc: float) -> None:
+        serving.burst()  # outside every timed training block (train() calls this after validation)
+        if on_epoch is not None:
+            on_epoch(epoch, loss, valid_acc)
+
+    x = run.measurements
+    if built.trainable:
+        with _cpu_phase(run.on_cpu) as phase:
+            cell = run.cell
+            result = train(
+                built.runnable, workload.train, workload.valid, cell.train, cell.workload.batch_size, after_epoch
+            )
+        run.record["history"] = {
+            "train_loss": result.train_loss,
+            "valid_slate_acc": result.valid_slate_acc,
+            "selected_epoch": result.selected_epoch,
+        }
+        run.timings["train_samples_per_s"] = timing_summary(result.block_rates)
+        x.update(
+            train_samples_per_s=run.timings["train_samples_per_s"]["median"],
+            train_steady_seconds=result.steady_seconds,
+            train_warmup_seconds=result.warmup_seconds,
+        )
+        if phase is not None:
+            x.update(measure.phase_memory_mib(phase, "train", run.baseline_mib))
+            run.memory_method = phase.method
+    x.update(measure.peak_memory_mib(run.device, "train"))
+
+
+def evaluate_phase(run: CellRun, built: BuiltModel, evaluated: SlateData, workload: Workload) -> None:
+    """The metrics on the evaluated split (test, or valid for a tuning trial) and the per-slate hits; on
+    synthetic data also the value of the model's order under the workload's world."""
+    scores = score_split(built.runnable, evaluated, run.cell.workload.batch_size)
+    metrics, hits = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
+    run.record["metrics"] = metrics
+    run.record["per_slate"] = {"slate_hits": pack_bits(hits)}
+
+
+def serve_phase(run: CellRun, serving: measure.ServingSampler) -> None:
+    """The serving shares not taken yet; inference throughput, batch-1 latency percentiles and memory."""
+    x, timings = run.measurements, run.timings
+    measure.reset_peak_memory(run.device)
+    with _cpu_phase(run.on_cpu) as phase:
+        throughput, latency_samples = serving.finish()
+    timings["infer_samples_per_s"] = timing_summary(throughput)
+    timings["latency_b1_ms"] = timing_summary(latency_samples)
+    x["serving_bursts"] = serving.bursts
+    x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
+    latency_ms = timings["latency_b1_ms"]["samples"]
+    x.update({m.name: float(np.percentile(latency_ms, 100 * m.quantile)) for m in summarising("latency_b1_ms")})
+    if phase is not None:
+        x.update(measure.phase_memory_mib(phase, "infer", run.baseline_mib))
+        run.memory_method = phase.method
+    x.update(measure.peak_memory_mib(run.device, "infer"))
+    net = [x[name] for name in ("cpu_net_peak_rss_train_mib", "cpu_net_peak_rss_infer_mib") if name in x]
+    if net:  # the cell's own CPU footprint: its larger phase
+        x["cpu_net_peak_rss_mib"] = max(net)
+
+
+def account_phase(run: CellRun, built: BuiltModel, evaluated: SlateData) -> None:
+    """FLOPs per sample, FLOP/s and MFU, counted last so that the count's dropout draws change no result."""
+    batch = evaluated[: run.cell.workload.batch_size]
+    run.measurements.update(flop_measurements(built.model, batch, run.cell, run.record, built.trainable))
+
+
+def finish(run: CellRun, counters_before: CpuCounters, wall_start: float) -> dict[str, Any]:
+    """How busy the machine was during the cell, the peak memory and wall time: the finished record."""
+    conditions = contention(counters_before, read_counters(), torch.get_num_threads())
+    run.record["conditions"] = {**conditions, "cpu_memory_method": run.memory_method}
+    if run.on_cpu:
+        run.measurements["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
+    run.measurements["wall_seconds"] = time.perf_counter() - wall_start
+    run.record["finished_at"] = datetime.now(UTC).isoformat()
+    return json_safe(run.record)
+
+
+def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Run one cell and return its record; errors become a record with a failure status."""
+    wall_start = time.perf_counter()
+    run = start(cell)
     counters_before = read_counters()
     try:
-        torch.manual_seed(cell.seed)
-        workload: Workload = load_workload(cell.workload, cell.seed, device)
-        record["data"] = workload.describe()
-        if baseline is not None:
-            x["cpu_rss_baseline_mib"] = baseline
-            x["cpu_rss_data_mib"] = (measure.cpu_rss_mib() or baseline) - baseline
-        spec = get_spec(cell.model)
-        record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
-        extra = {}
-        if spec.needs_utility:  # e.g. the oracle: give it the truth, which only synthetic data knows
-            if getattr(workload, "value_model", None) is None:
-                raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-            extra["utility_fn"] = workload.oracle_scores
-        model = build_model(
-            cell.model,
-            user_dim=workload.test.inputs.user.shape[1],
-            item_dim=workload.test.inputs.items.shape[2],
-            **cell.model_kwargs,
-            **extra,
-        )
-        # Same dropout for every model, plugins included, applied right after construction.
-        record["environment"]["dropout_modules"] = use_cpu_dropout(model, cell.cpu_dropout)
-        model = model.to(device)
-        runnable = prepare(model, cell.precision, cell.compile)
-        x["parameters"] = measure.parameter_count(model)
-        measure.reset_peak_memory(device)
-        # Baselines (random, initial, oracle) train nothing and may have no parameter at all.
-        trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
+        workload = data_phase(run)
+        built = model_phase(run, workload)
         evaluated = workload.valid if cell.eval_split == "valid" else workload.test
-        # Inference blocks and latency requests are spread over the cell's life: one share after each
-        # epoch, the rest at the end. The training phase's memory peak thus includes eval-mode forward
-        # passes at the training batch size, which hold less than a training step does.
-        serving = measure.ServingSampler(
-            runnable,
-            evaluated[: cell.workload.batch_size].inputs,
-            evaluated.inputs,
-            cell.measure,
-            bursts=cell.train.epochs + 1 if trainable else 1,
-        )
-
-        def after_epoch(epoch: int, loss: float, valid_acc: float) -> None:
-            serving.burst()  # outside every timed training block (train() calls this after validation)
-            if on_epoch is not None:
-                on_epoch(epoch, loss, valid_acc)
-
-        if trainable:
-            with _cpu_phase(on_cpu) as phase:
-                batch_size = cell.workload.batch_size
-                result = train(runnable, workload.train, workload.valid, cell.train, batch_size, after_epoch)
-            record["history"] = {
-                "train_loss": result.train_loss,
-                "valid_slate_acc": result.valid_slate_acc,
-                "selected_epoch": result.selected_epoch,
-            }
-            timings["train_samples_per_s"] = timing_summary(result.block_rates)
-            x.update(
-                train_samples_per_s=timings["train_samples_per_s"]["median"],
-                train_steady_seconds=result.steady_seconds,
-                train_warmup_seconds=result.warmup_seconds,
-            )
-            if phase is not None:
-                x.update(measure.phase_memory_mib(phase, "train", baseline))
-                memory_method = phase.method
-        x.update(measure.peak_memory_mib(device, "train"))
-        scores = score_split(runnable, evaluated, cell.workload.batch_size)
-        metrics, hits = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
-        record["metrics"] = metrics
-        record["per_slate"] = {"slate_hits": pack_bits(hits)}
-        del scores
-        measure.reset_peak_memory(device)
-        with _cpu_phase(on_cpu) as phase:
-            throughput, latency_samples = serving.finish()
-        timings["infer_samples_per_s"] = timing_summary(throughput)
-        timings["latency_b1_ms"] = timing_summary(latency_samples)
-        x["serving_bursts"] = serving.bursts
-        x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
-        latency_ms = timings["latency_b1_ms"]["samples"]
-        x.update({m.name: float(np.percentile(latency_ms, 100 * m.quantile)) for m in summarising("latency_b1_ms")})
-        if phase is not None:
-            x.update(measure.phase_memory_mib(phase, "infer", baseline))
-            memory_method = phase.method
-        x.update(measure.peak_memory_mib(device, "infer"))
-        net = [x[name] for name in ("cpu_net_peak_rss_train_mib", "cpu_net_peak_rss_infer_mib") if name in x]
-        if net:  # the cell's own CPU footprint: its larger phase
-            x["cpu_net_peak_rss_mib"] = max(net)
-        x.update(flop_measurements(model, evaluated[: cell.workload.batch_size], cell, record, trainable))
+        serving = serving_sampler(run, built, evaluated)
+        train_phase(run, built, workload, serving, on_epoch)
+        evaluate_phase(run, built, evaluated, workload)
+        serve_phase(run, serving)
+        account_phase(run, built, evaluated)
     except Exception as error:  # a failed cell is a result, not a crash of the run
-        record["status"] = _status_of(error)
-        record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
-    conditions = contention(counters_before, read_counters(), torch.get_num_threads())
-    record["conditions"] = {**conditions, "cpu_memory_method": memory_method}
-    if on_cpu:
-        x["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
-    x["wall_seconds"] = time.perf_counter() - wall_start
-    record["finished_at"] = datetime.now(UTC).isoformat()
-    return json_safe(record)
+        run.record["status"] = _status_of(error)
+        run.record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return finish(run, counters_before, wall_start)

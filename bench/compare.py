@@ -32,11 +32,11 @@ from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
 from bench.records import latest_records, slate_hits
-from bench.stats import is_unstable, paired_slates, quantile_test, two_proportion_p
+from bench.stats import SIGNIFICANCE, is_unstable, paired_slates, quantile_test, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
 TIMED_KINDS = ("speed", "latency")
-ALPHA = 0.05  # significance level of every test
+THRESHOLD = 0.05  # the relative change `bench compare` flags unless told otherwise
 
 
 @dataclass
@@ -67,7 +67,7 @@ class Change:
             return ""
         if self.test == "no samples":
             return "changed (untested: no timing samples)"
-        if self.p is not None and self.p >= ALPHA:
+        if self.p is not None and self.p >= SIGNIFICANCE:
             return f"noise (p {self.p:.2g})"
         if self.worse and not self.resolved:
             return "worse, too noisy to call (interval wider than the threshold)"
@@ -99,6 +99,7 @@ class Comparison:
     only_a: list[str]
     only_b: list[str]
     compared_cells: int  # cells in both runs, ok on both sides, with at least one value compared
+    environment_differences: list[str]  # what differs between the runs' conditions (see ``environment_differences``)
 
     @property
     def regressions(self) -> int:
@@ -129,7 +130,30 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
         changes += cell_changes
     only_a = [describe(a[k]) for k in a if k not in b]
     only_b = [describe(b[k]) for k in b if k not in a]
-    return Comparison(changes, status_changes, only_a, only_b, compared)
+    differences = environment_differences(list(a.values()), list(b.values()))
+    return Comparison(changes, status_changes, only_a, only_b, compared, differences)
+
+
+def _conditions(record: dict[str, Any]) -> dict[str, str | None]:
+    """The conditions of a record that make its values comparable with another's: device, torch, precision."""
+    env = record.get("environment") or {}
+    device = env.get("device")
+    return {
+        "device": f"{device} ({env.get('device_name')})" if device else None,
+        "torch": env.get("torch"),
+        "precision": env.get("precision") or (record.get("config") or {}).get("precision"),
+    }
+
+
+def environment_differences(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> list[str]:
+    """``device cpu (X) vs cuda (Y)``... for each condition whose values differ between the two runs' records
+    (records that do not say are left out)."""
+    differences = []
+    for name in ("device", "torch", "precision"):
+        values = [{_conditions(r)[name] for r in records} - {None} for records in (records_a, records_b)]
+        if all(values) and values[0] != values[1]:
+            differences.append(f"{name} {', '.join(sorted(values[0]))} vs {', '.join(sorted(values[1]))}")
+    return differences
 
 
 def _change(
@@ -142,7 +166,7 @@ def _change(
     test, p = _test(entry, ra, rb)
     relative = relative_change(before, after)
     worse = entry.worse(before, after, threshold)
-    significant = p is None and test == "threshold" or p is not None and p < ALPHA
+    significant = p is None and test == "threshold" or p is not None and p < SIGNIFICANCE
     excused = contended and entry.kind in TIMED_KINDS and not include_contended
     resolved = entry.kind not in TIMED_KINDS or all(
         not is_unstable(_timing(r, entry), threshold, entry.quantile) for r in (ra, rb)

@@ -1,5 +1,5 @@
-"""The conditions of a measurement: how busy the machine was while a cell ran, and whether a run would
-oversubscribe the cores.
+"""The conditions of a measurement: how busy the machine was while a cell ran, whether a run would
+oversubscribe the cores, and how much memory the machine has.
 
 On a 2-core host a second 2-thread torch process makes a training step up to 40x slower, not 2x, so a
 timing means little without knowing what else ran. Linux counts the CPU time of the whole machine in
@@ -111,6 +111,14 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def physical_memory_bytes() -> int | None:
+    """The machine's memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def default_torch_threads() -> int:

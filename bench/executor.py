@@ -1,4 +1,5 @@
-"""The executor interface, and the inline and process executors (Ray: bench/ray_executor.py).
+"""The executor interface, and the inline and process executors (Ray: bench/ray_executor.py; the names:
+bench/executor_registry.py).
 
 An executor's ``run(cells, on_record, on_progress)`` calls ``on_progress`` when a cell starts and after each
 epoch (where the executor can see epochs), and ``on_record`` with each finished cell's record, failures
@@ -15,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from bench.config import CellConfig
+from bench.config import CellConfig, ConfigError, RunConfig
 from bench.records import is_allocation_failure, new_record
 from bench.train import EpochCallback
 
@@ -36,8 +37,24 @@ OnRecord = Callable[[CellConfig, dict[str, Any]], None]
 OnProgress = Callable[[Progress], None]
 
 
-class Executor(Protocol):
-    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None: ...
+class Executor:
+    """Runs cells and hands back one record per cell. A subclass is registered by name in
+    bench/executor_registry.py."""
+
+    @classmethod
+    def check(cls, run: RunConfig) -> None:
+        """A ConfigError, before any cell runs, when this executor cannot run ``run`` as configured."""
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> Executor:
+        return cls()
+
+    def concurrent_cells(self, cells: list[CellConfig]) -> int | None:
+        """How many of ``cells`` run at the same time on this machine (None: unknown, e.g. a remote cluster)."""
+        return 1
+
+    def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
+        raise NotImplementedError
 
 
 def timeout_record(cell: CellConfig, timeout: float) -> dict[str, Any]:
@@ -101,8 +118,13 @@ def oom_evidence(before: dict[str, int], after: dict[str, int]) -> str | None:
     return None
 
 
-class InlineExecutor:
+class InlineExecutor(Executor):
     """Every cell in this process: for debugging; a crash or hang is not contained."""
+
+    @classmethod
+    def check(cls, run: RunConfig) -> None:
+        if run.timeout is not None:
+            raise ConfigError("--timeout needs the process or ray executor (an inline cell cannot be stopped)")
 
     def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
         from bench.cell import run_cell
@@ -122,15 +144,19 @@ _POLL_SECONDS = 0.2
 
 
 @dataclass
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """Each cell in a fresh process: its peak memory is its own; a crash, OOM or hang is contained.
 
     The processes are forked from a server started once per driver that has already imported torch, the
     registry and the harness (multiprocessing's forkserver with preload), so a cell does not pay the ~1.5 s
-    of starting Python and importing torch; what it does after the fork is its own, as before.
+    of starting Python and importing torch; everything the cell computes happens in its own process.
     """
 
     timeout: float | None = None
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> ProcessExecutor:
+        return cls(run.timeout)
 
     def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
         context = multiprocessing.get_context("forkserver")

@@ -343,6 +343,27 @@ def _initial_scorer(
     return lambda X: ridge.predict(X @ scale)
 
 
+def _ranked_documents(
+    parsed: ParsedFile, scores: np.ndarray, limit: int, rng: np.random.Generator, shuffle_queries: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The documents of the first ``limit`` queries (in file order, or shuffled), each query's by initial score
+    descending (ties in file order): (document rows, query slot of each, documents per query, rank of each)."""
+    _, first, group = np.unique(parsed.qid, return_index=True, return_inverse=True)
+    query_order = np.argsort(first, kind="stable")  # queries in file order (by first document)
+    if shuffle_queries:
+        query_order = rng.permutation(query_order)
+    query_order = query_order[:limit]
+    slot_of_query = np.full(len(first), -1)
+    slot_of_query[query_order] = np.arange(len(query_order))
+    row_query = slot_of_query[group]  # -1: query left out
+    rows = np.lexsort((np.arange(len(scores)), -scores, row_query))
+    rows = rows[row_query[rows] >= 0]
+    query_of_row = row_query[rows]
+    counts = np.bincount(query_of_row, minlength=len(query_order))
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return rows, query_of_row, counts, np.arange(len(rows)) - starts[query_of_row]
+
+
 def _lists(
     parsed: ParsedFile,
     scores: np.ndarray,
@@ -354,23 +375,8 @@ def _lists(
     device: torch.device | str,
 ) -> SlateData:
     S, T = config.candidates, config.slate_length
-    _, first, group = np.unique(parsed.qid, return_index=True, return_inverse=True)
-    # Queries in file order (by first document), optionally shuffled, then capped.
-    query_order = np.argsort(first, kind="stable")
-    if shuffle_queries:
-        query_order = rng.permutation(query_order)
-    query_order = query_order[:limit]
-    Q = len(query_order)
-    slot_of_query = np.full(len(first), -1)
-    slot_of_query[query_order] = np.arange(Q)
-    row_query = slot_of_query[group]  # -1: query left out
-    # Documents by (query, initial score descending, file order).
-    rows = np.lexsort((np.arange(len(scores)), -scores, row_query))
-    rows = rows[row_query[rows] >= 0]
-    query_of_row = row_query[rows]
-    counts = np.bincount(query_of_row, minlength=Q)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.arange(len(rows)) - starts[query_of_row]
+    rows, query_of_row, counts, rank = _ranked_documents(parsed, scores, limit, rng, shuffle_queries)
+    Q = len(counts)
     # User features: the mean of all the query's documents, standardised.
     membership = sp.csr_matrix((np.ones(len(rows)), (query_of_row, rows)), shape=(Q, parsed.features.shape[0]))
     user = scaling.apply(np.asarray((membership @ parsed.features).todense()) / counts[:, None])

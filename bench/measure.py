@@ -34,7 +34,7 @@ class ServingSampler:
     ``requests``, each synchronised (milliseconds).
 
     A cell calls ``burst()`` after each training epoch and ``finish()`` after training: on a shared machine
-    the speed of the same forward pass moves between levels over seconds (README, "Reference results"),
+    the speed of the same forward pass moves between levels over seconds (seen on the reference VM),
     so blocks or requests taken in one fraction of a second see one level, and their interval would not
     cover the next cell's. Spread over the whole training, the samples see what the machine did during
     the cell. The model's eval-mode forward pass does not depend on its weights' values, so it costs the

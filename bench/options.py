@@ -1,136 +1,36 @@
-"""Every `bench run` option and sweep-file key, derived from the config dataclasses' fields.
+"""Every `bench run` option and sweep-file key, derived from the config dataclasses' declared fields.
 
-A field declared with ``config.option(...)`` is, at once, a dataclass field, a CLI option (name, type, help,
-panel) and a type-checked sweep-file key. Adding an option is adding such a field; nothing here changes.
+A field declared with ``option(...)`` (bench/declare.py) is, at once, a dataclass field, a CLI option (name, type,
+help with its generated suffix, panel) and a type-checked sweep-file key. Adding an option is adding such a field;
+nothing here changes.
 """
 
 from __future__ import annotations
 
-import math
-import typing
-from dataclasses import dataclass, fields
-from pathlib import Path
-from types import NoneType, UnionType
+import inspect
 from typing import Any
 
 from bench.config import (
-    EXECUTION,
+    PROFILES,
     CellConfig,
-    ConfigError,
     MeasureConfig,
     RunConfig,
     SweepConfig,
     TrainConfig,
     WorkloadConfig,
 )
+from bench.declare import PANELS, Option, check_one, declared
+from bench.errors import ConfigError
+from bench.executor_registry import ISOLATION, current_spelling
 
 # Where options are declared, in the order they are listed; CELL_GROUPS hold the cell's own fields.
 CELL_GROUPS = (WorkloadConfig, TrainConfig, MeasureConfig, CellConfig)
 DECLARING = (SweepConfig, *CELL_GROUPS, RunConfig)
+PROFILE_GROUPS = {WorkloadConfig: "workload", TrainConfig: "train", MeasureConfig: "measure"}  # set by profiles
+ALIASES = (ISOLATION,)  # deprecated spellings, resolved by executor_registry.current_spelling
 
-
-@dataclass(frozen=True)
-class Option:
-    name: str  # settings key, the field's name
-    type: type  # type of one value: int, float, str, bool or Path
-    help: str
-    panel: str
-    owner: type  # the dataclass whose field it is (None for a deprecated alias)
-    flags: tuple[str, ...] = ()
-    axis: int | None = None  # rank in the sweep's product order; None: a single value
-    repeatable: bool = False  # a list of values given by repeating the flag
-    in_file: bool = True  # may be a sweep-file key
-    allow_inf: bool = False
-    minimum: float | None = None  # every value >= minimum (> with exclusive_minimum)
-    exclusive_minimum: bool = False
-    maximum: float | None = None
-    default: Any = None
-
-    @property
-    def label(self) -> str:
-        return self.name.replace("_", "-")
-
-    @property
-    def cli_flags(self) -> tuple[str, ...]:
-        if self.flags:
-            return self.flags
-        return (f"--{self.label}/--no-{self.label}",) if self.type is bool else (f"--{self.label}",)
-
-
-def _value_type(annotation: Any) -> tuple[type, bool]:
-    """(type of one value, whether it is a list) of a field annotation like ``int | None`` or ``list[str]``."""
-    if isinstance(annotation, UnionType) or typing.get_origin(annotation) is typing.Union:
-        (inner,) = [a for a in typing.get_args(annotation) if a is not NoneType]
-        return _value_type(inner)
-    if typing.get_origin(annotation) is list:
-        return typing.get_args(annotation)[0], True
-    return annotation, False
-
-
-def _declared(cls: type) -> list[Option]:
-    hints = typing.get_type_hints(cls)
-    options = []
-    for f in fields(cls):
-        spec = f.metadata.get("option")
-        if spec is None:
-            continue
-        kind, repeatable = _value_type(hints[f.name])
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        options.append(Option(f.name, kind, owner=cls, repeatable=repeatable, default=default, **spec))
-    return options
-
-
-ALIASES = (
-    Option(
-        "isolation",
-        str,
-        "Deprecated, use --executor: process = --executor process, none = --executor inline.",
-        EXECUTION,
-        owner=NoneType,
-    ),
-)
-OPTIONS: dict[str, Option] = {o.name: o for cls in DECLARING for o in _declared(cls)} | {o.name: o for o in ALIASES}
+OPTIONS: dict[str, Option] = {o.name: o for cls in DECLARING for o in declared(cls)} | {o.name: o for o in ALIASES}
 FILE_KEYS = frozenset(name for name, o in OPTIONS.items() if o.in_file)
-
-
-def _type_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}[kind]
-
-
-def _check_one(option: Option, value: Any) -> None:
-    kind = option.type
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, (str, Path))
-    if not ok:
-        raise ConfigError(f"{option.label} expects {_type_name(kind)}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        if option.allow_inf and value == math.inf:
-            return
-        raise ConfigError(f"{option.label} must be a finite number, got {value!r}")
-    _check_range(option, value)
-
-
-INT_LIMIT = 2**63 - 1  # what torch and numpy take as an integer
-
-
-def _check_range(option: Option, value: Any) -> None:
-    """The declared range of a number (and, for every integer, what a 64-bit integer holds)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    low, high = option.minimum, option.maximum
-    if low is not None and (value <= low if option.exclusive_minimum else value < low):
-        wanted = "positive" if option.exclusive_minimum and low == 0 else f"at least {low:g}"
-        raise ConfigError(f"{option.label} must be {wanted}, got {value!r}")
-    if high is not None and value > high:
-        raise ConfigError(f"{option.label} must be at most {high:g}, got {value!r}")
-    if isinstance(value, int) and abs(value) > INT_LIMIT:
-        raise ConfigError(f"{option.label} is out of range (a 64-bit integer), got {value!r}")
 
 
 def check_value(name: str, value: Any) -> Any:
@@ -146,35 +46,107 @@ def check_value(name: str, value: Any) -> Any:
         if not value:
             raise ConfigError(f"{option.label} is empty")
         for item in value:
-            _check_one(option, item)
+            check_one(option, item)
         return value
-    if option.axis is not None and isinstance(value, str) and option.type is not str:
-        return value  # a comma list, parsed (and checked) with the axis
+    if option.axis is not None and isinstance(value, str):
+        if option.type is str:
+            for item in filter(None, (v.strip() for v in value.split(","))):
+                check_one(option, item)
+        return value  # a comma list; numbers are parsed (and checked) with the axis
     if option.allow_inf and isinstance(value, str):
         return value  # "inf" or a number as text, parsed (and checked) with the option (sweep.noise_level)
     if isinstance(value, list):
         raise ConfigError(f"{option.label} takes one value, not a list: {value!r}")
-    _check_one(option, value)
+    check_one(option, value)
     return value
 
 
-def check_settings(settings: dict[str, Any], source: str, command_line: bool = False) -> dict[str, Any]:
-    """Known keys with values of the declared types; ``source`` names where they come from in errors."""
-    unknown = sorted(set(settings) - (set(OPTIONS) if command_line else FILE_KEYS))
+def check_settings(settings: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """Known keys with values of the declared types, choices and ranges, the deprecated spellings resolved.
+
+    ``source`` names the sweep file in errors, and limits the keys to those a file may hold; None is the command
+    line, whose errors need no source (the user has just typed the value).
+    """
+    unknown = sorted(set(settings) - (FILE_KEYS if source else set(OPTIONS)))
+    where = f"{source}: " if source else ""
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{where}unknown key(s) {', '.join(unknown)}")
     try:
-        return {name: check_value(name, value) for name, value in settings.items()}
+        return {name: check_value(name, value) for name, value in current_spelling(settings).items()}
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
+        raise ConfigError(f"{where}{error}") from None
 
 
-def cell_scalars() -> list[str]:
-    """Single-valued options that are cell fields, passed to the cell config as they are."""
-    special = {"seed", "initial_noise"}  # seed starts the seeds axis; initial_noise maps inf to None
-    return [o.name for o in OPTIONS.values() if o.owner in CELL_GROUPS and o.axis is None and o.name not in special]
+def with_run_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` completed with what `bench run` takes for an option not given, where that is not the field's
+    default: its declared ``run_default``, or its ``default_when`` default when the other option has that value."""
+    completed = dict(settings)
+    for option in OPTIONS.values():
+        if completed.get(option.name) is not None:
+            continue
+        if option.run_default is not None:
+            completed[option.name] = option.run_default
+        elif option.default_when is not None:
+            other, value, then = option.default_when
+            if completed.get(other) == value:
+                completed[option.name] = then
+    return completed
+
+
+def shown_default(option: Option) -> Any:
+    """The default a plain `bench run` uses, for the help. A field that profiles set shows the default profile's
+    value where it is a choice, and nothing where it is a size (which depends on --profile)."""
+    if option.run_default is not None:
+        return option.run_default
+    group = PROFILE_GROUPS.get(option.owner)  # type: ignore[arg-type]
+    if group is None:
+        return option.default
+    if option.choices is None:
+        return None
+    return getattr(PROFILES["default"].get(group) or option.owner(), option.name)  # type: ignore[misc]
+
+
+def help_text(option: Option) -> str:
+    return f"{option.help} {option.suffix(shown_default(option))}".strip()
+
+
+def cell_scalars() -> list[Option]:
+    """Single-valued options that are cell fields (the seed starts the seeds axis, so it is not one)."""
+    return [o for o in OPTIONS.values() if o.owner in CELL_GROUPS and o.axis is None and o.name != "seed"]
 
 
 def axes() -> list[Option]:
     """Sweep axes in the order their product is enumerated."""
     return sorted((o for o in OPTIONS.values() if o.axis is not None), key=lambda o: o.axis)
+
+
+def cell_axes() -> list[Option]:
+    """The sweep axes that are cell fields (every axis but the models), in product order: the report's axes."""
+    return [o for o in axes() if o.owner in CELL_GROUPS]
+
+
+def config_path(option: Option) -> tuple[str, ...]:
+    """Where a cell field sits in a record's ``config``: ("workload", "batch_size"), ("seed",)..."""
+    group = PROFILE_GROUPS.get(option.owner)  # type: ignore[arg-type]
+    return (group, option.name) if group else (option.name,)
+
+
+def cli_parameters() -> list[inspect.Parameter]:
+    """Every option as a keyword parameter of a typer command, by help panel; every value defaults to None
+    ("not given"), so that a sweep file's value or the profile's stands."""
+    import typer
+    from rich.markup import escape
+
+    parameters = []
+    for option in sorted(OPTIONS.values(), key=lambda o: PANELS.index(o.panel)):
+        if option.repeatable:
+            annotation: Any = list[option.type] | None  # type: ignore[name-defined]
+        elif (option.axis is not None or option.allow_inf) and option.type is not str:
+            annotation = str | None  # a comma list of values, or "inf": parsed and checked with the option
+        else:
+            annotation = option.type | None
+        default = typer.Option(None, *option.cli_flags, help=escape(help_text(option)), rich_help_panel=option.panel)
+        parameters.append(
+            inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    return parameters

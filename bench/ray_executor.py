@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import CellConfig, ConfigError
-from bench.executor import OnProgress, OnRecord, Progress, timeout_record, worker_lost_record
+from bench.conditions import usable_cores
+from bench.config import CellConfig, ConfigError, RunConfig
+from bench.executor import Executor, OnProgress, OnRecord, Progress, timeout_record, worker_lost_record
 
 
 def require_ray():
@@ -134,13 +135,30 @@ def _capacity(ray, cells: list[CellConfig]) -> int:
 
 
 @dataclass
-class RayExecutor:
-    """Cells as Ray tasks, each in a fresh worker process (bench/ray_executor.py)."""
+class RayExecutor(Executor):
+    """Cells as Ray tasks, each in a fresh worker process."""
 
     timeout: float | None = None
     address: str | None = None
     retries: int = 0
     num_cpus: int | None = None
+
+    @classmethod
+    def check(cls, run: RunConfig) -> None:
+        require_ray()
+        check_reachable(run.ray_address)
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> RayExecutor:
+        return cls(run.timeout, run.ray_address, run.retries, run.ray_cpus)
+
+    def concurrent_cells(self, cells: list[CellConfig]) -> int | None:
+        """A new local cluster runs as many cells as its CPUs hold, each asking for its torch threads; a remote
+        cluster's nodes are not known here."""
+        if self.address is not None:
+            return None
+        threads = max(max(cell.threads for cell in cells), 1)
+        return max(1, min(len(cells), (self.num_cpus or usable_cores()) // threads))
 
     def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
         run_on_ray(cells, on_record, on_progress, self.address, self.retries, self.timeout, self.num_cpus)

@@ -1,7 +1,7 @@
 """Result records: one JSON object per finished cell, appended to ``records.jsonl``.
 
-The schema is documented in README.md ("Record schema"); bump SCHEMA_VERSION when a
-field changes meaning.
+``new_record`` lists every field of a record; the metric catalog (bench/catalog.py) says what each value in
+``metrics`` and ``measurements`` is. Bump SCHEMA_VERSION when a field changes meaning.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from bench.config import CellConfig
 from bench.errors import ConfigError
 
-# 2: timings, conditions, per-phase memory and the cpu dropout; 3: inference blocks spread over the cell with
-# the latency requests, in serving_bursts (README, Record schema)
+# What each version added, so that a reader knows what an older record lacks: 2, timings, conditions, per-phase
+# memory and the cpu dropout; 3, inference blocks spread over the cell with the latency requests (serving_bursts).
 SCHEMA_VERSION = 3
 # Every status a record can carry, each only with evidence: oom needs an allocation failure or the kernel's OOM
 # counter; killed is a worker ended by a signal without such evidence; pruned is a tuning trial stopped early.

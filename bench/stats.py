@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05  # the level of every test the report, tune.md and `bench compare` call significant
 Z95 = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))  # two-sided normal quantile of the 95% intervals
 
 

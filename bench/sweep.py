@@ -13,8 +13,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.config import MAX_SEED, CellConfig, ConfigError, RunConfig, profile, validate, with_overrides
-from bench.options import axes, cell_scalars, check_settings, check_value
+from bench.accel import resolve_device
+from bench.config import (
+    MAX_SEED,
+    CellConfig,
+    ConfigError,
+    RunConfig,
+    SweepConfig,
+    profile,
+    validate,
+    with_overrides,
+)
+from bench.declare import Option
+from bench.models import accepted_options, check_buildable
+from bench.options import axes, cell_scalars, check_settings, check_value, with_run_defaults
+from bench.workloads import check_fits
+from rerankers import get_spec, list_models
 
 SEED_RANK = 70  # the seeds axis (seed, seed+1, ...) sits between the item-dim and candidates axes
 
@@ -59,96 +73,98 @@ def _parse_model_args(items: list[str]) -> dict[str, Any]:
     return options
 
 
-def noise_level(value: Any) -> float | None:
-    """``initial_noise``: a number >= 0, or inf (stored as None: the founding random order)."""
-    if value is None:
-        return None
+def cell_value(option: Option, value: Any) -> Any:
+    """A setting as the cell stores it: an ``allow_inf`` option's inf is None (initial_noise: the random order)."""
+    if value is None or not option.allow_inf:
+        return value
     try:
-        level = float(value)
+        number = float(value)
     except ValueError:
-        raise ConfigError(f"initial-noise must be a number or inf, got {value!r}") from None
-    if level != level:  # NaN
-        raise ConfigError(f"initial-noise must be a number or inf, got {value!r}")
-    return None if level == float("inf") else level
+        raise ConfigError(f"{option.label} must be a number or inf, got {value!r}") from None
+    if number != number:  # NaN
+        raise ConfigError(f"{option.label} must be a number or inf, got {value!r}")
+    return None if number == float("inf") else number
+
+
+def _base_cell(sweep: SweepConfig, settings: dict[str, Any]) -> CellConfig:
+    """The profile's cell with every single-valued setting applied."""
+    preset = profile(sweep.profile)
+    base = CellConfig(model="", **{k: v for k, v in preset.items() if k != "model_kwargs"})
+    return with_overrides(base, **{o.name: cell_value(o, settings.get(o.name)) for o in cell_scalars()})
+
+
+def _seeds(sweep: SweepConfig, settings: dict[str, Any], base: CellConfig) -> list[int]:
+    first = int(settings.get("seed", base.seed))
+    if first + sweep.seeds - 1 > MAX_SEED:
+        raise ConfigError(f"seeds {first}..{first + sweep.seeds - 1} go beyond the largest seed, {MAX_SEED}")
+    return list(range(first, first + sweep.seeds))
+
+
+def _axis_values(sweep: SweepConfig, settings: dict[str, Any], base: CellConfig) -> dict[str, list[Any]]:
+    """Each axis's values, in product order: models expand their patterns, candidates default to None (the
+    candidate ratio x the slate length), the seeds axis counts from the first seed."""
+    values: dict[str, list[Any]] = {}
+    ranks: dict[str, int] = {"seed": SEED_RANK}
+    for axis in axes():
+        ranks[axis.name] = axis.axis  # type: ignore[assignment]
+        if axis.name == "models":
+            values["models"] = list_models(",".join(parse_list(sweep.models, str, "models")))
+        elif axis.name == "candidates" and settings.get("candidates") is None:
+            values["candidates"] = [None]
+        else:
+            given = settings.get(axis.name, _field_value(base, axis.name))
+            values[axis.name] = check_value(axis.name, parse_list(given, axis.type, axis.name))
+    values["seed"] = _seeds(sweep, settings, base)
+    return {name: values[name] for name in sorted(values, key=ranks.__getitem__)}
+
+
+def _model_options(sweep: SweepConfig, models: list[str]) -> dict[str, Any]:
+    """The profile's model options, then --model-arg and --d-model; an option no selected model takes is an error."""
+    explicit = _parse_model_args(sweep.model_arg)
+    if sweep.d_model is not None:
+        explicit["d_model"] = sweep.d_model
+    for name in explicit:
+        if not any(name in get_spec(m).options() for m in models):
+            raise ConfigError(f"no selected model takes the option {name!r}")
+    return {**profile(sweep.profile).get("model_kwargs", {}), **explicit}
+
+
+def _models_for_data(models: list[str], named: list[str], data: str) -> list[str]:
+    """The models that can run on the data: those that need the true utilities run only on synthetic data (named
+    ones are an error elsewhere, those from 'all' or a pattern are left out)."""
+    if data == "synthetic":
+        return models
+    blind = [m for m in models if get_spec(m).needs_utility and m in named]
+    kept = [m for m in models if not get_spec(m).needs_utility]
+    if blind or not kept:
+        raise ConfigError(
+            f"{', '.join(blind) or 'the selected models'} need(s) the true utilities of synthetic data; "
+            f"--data {data} has none (leave it out of --models)"
+        )
+    return kept
 
 
 def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     """Every cell of the sweep described by merged ``settings``, validated."""
-    from rerankers import get_spec, list_models
-
-    preset = profile(settings.get("profile", "default"))
-    base = CellConfig(model="", **{k: v for k, v in preset.items() if k != "model_kwargs"})
-    base = with_overrides(
-        base,
-        **{name: settings.get(name) for name in cell_scalars()},
-        initial_noise=noise_level(settings.get("initial_noise")),
-    )
-    seeds = settings.get("seeds", 1)
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be a positive count, got {seeds!r}")
-    first_seed = int(settings.get("seed", base.seed))
-    if first_seed + seeds - 1 > MAX_SEED:
-        raise ConfigError(f"seeds {first_seed}..{first_seed + seeds - 1} go beyond the largest seed, {MAX_SEED}")
-    if settings.get("candidates") is not None and settings.get("candidate_ratio") is not None:
+    sweep = SweepConfig.from_settings(settings)
+    base = _base_cell(sweep, settings)
+    if settings.get("candidates") is not None and sweep.candidate_ratio is not None:
         raise ConfigError("give --candidates or --candidate-ratio, not both (the ratio only sets default candidates)")
-    ratio = float(settings.get("candidate_ratio") or base.workload.candidates / base.workload.slate_length)
-    if ratio < 1:
-        raise ConfigError(f"candidate-ratio must be at least 1, got {ratio:g}")
-
-    # Each axis: its values, in product order. models expands globs; candidates default to ratio x T.
-    values: dict[str, list[Any]] = {}
-    ranks: dict[str, int] = {"seed": SEED_RANK}
-    for axis in axes():
-        ranks[axis.name] = axis.axis
-        if axis.name == "models":
-            named = parse_list(settings.get("models", "all"), str, "models")
-            values["models"] = list_models(",".join(named))
-        elif axis.name == "candidates":
-            given = settings.get("candidates")
-            values["candidates"] = (
-                check_value("candidates", parse_list(given, int, "candidates")) if given is not None else [None]
-            )
-        else:
-            default = _field_value(base, axis.name)
-            given = parse_list(settings.get(axis.name, default), axis.type, axis.name)
-            values[axis.name] = check_value(axis.name, given)
-    values["seed"] = list(range(first_seed, first_seed + seeds))
-    order = sorted(values, key=ranks.__getitem__)
-    models = values["models"]
-
-    model_options = dict(preset.get("model_kwargs", {}))
-    explicit_options = _parse_model_args(settings.get("model_arg") or [])
-    if settings.get("d_model") is not None:
-        explicit_options["d_model"] = settings["d_model"]
-    for name in explicit_options:
-        if not any(name in get_spec(m).options() for m in models):
-            raise ConfigError(f"no selected model takes the option {name!r}")
-    model_options.update(explicit_options)
-    if base.workload.data != "synthetic":
-        # Models that need the true utilities cannot run on real data: named ones are an error, those that
-        # came from 'all' or a pattern are left out.
-        blind = [m for m in models if get_spec(m).needs_utility and m in named]
-        models = values["models"] = [m for m in models if not get_spec(m).needs_utility]
-        if blind or not models:
-            raise ConfigError(
-                f"{', '.join(blind) or 'the selected models'} need(s) the true utilities of synthetic data; "
-                f"--data {base.workload.data} "
-                "has none (leave it out of --models)"
-            )
-
+    ratio = sweep.candidate_ratio or base.workload.candidates / base.workload.slate_length
+    values = _axis_values(sweep, settings, base)
+    model_options = _model_options(sweep, values["models"])
+    named = parse_list(sweep.models, str, "models")
+    values["models"] = _models_for_data(values["models"], named, base.workload.data)
     cells = []
-    for point in itertools.product(*(values[name] for name in order)):
-        overrides = dict(zip(order, point, strict=True))
+    for point in itertools.product(*values.values()):
+        overrides = dict(zip(values, point, strict=True))
         model = overrides.pop("models")
         if overrides["candidates"] is None:
             overrides["candidates"] = max(overrides["slate_length"], round(ratio * overrides["slate_length"]))
-        accepted = get_spec(model).options()
-        cell = with_overrides(
-            replace(base, model=model),
-            **overrides,
-            model_kwargs={k: v for k, v in model_options.items() if k in accepted},
-        )
+        options = accepted_options(model, model_options)
+        cell = with_overrides(replace(base, model=model), **overrides, model_kwargs=options)
         validate(cell)
+        check_fits(cell.workload)
         cells.append(cell)
     return cells
 
@@ -161,16 +177,13 @@ def _field_value(cell: CellConfig, name: str) -> Any:
 
 
 def plan(settings: dict[str, Any]) -> tuple[RunConfig, list[CellConfig]]:
-    """Merged settings -> the run's own configuration and every cell, all validated (nothing runs yet)."""
+    """Merged settings -> the run's own configuration and every cell, all checked; nothing runs, and no executor
+    is built (``runner.make_executor`` checks the executor's own needs)."""
+    settings = with_run_defaults(settings)
+    settings["device"] = resolve_device(settings["device"])
     run = RunConfig.from_settings(settings)
-    from rerankers import get_spec
-
     run = replace(run, baseline=get_spec(run.baseline).name)
-    if run.executor == "ray":
-        from bench.ray_executor import check_reachable, require_ray
-
-        require_ray()
-        check_reachable(run.ray_address)
-    if settings.get("data") == "letor" and "labels" not in settings:
-        settings = {**settings, "labels": "graded"}
-    return run, build_cells(settings)
+    cells = build_cells(settings)
+    for cell in cells:
+        check_buildable(cell)
+    return run, cells

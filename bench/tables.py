@@ -8,9 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.catalog import Direction, header, is_quality, lookup, short_header
+from bench.catalog import Direction, header, is_quality, lookup, short_header, shown_value
+from bench.config import NEUTRAL_FIELDS
+from bench.options import cell_axes, config_path
 from bench.records import slate_hits
 from bench.stats import (
+    SIGNIFICANCE,
     binomial_interval,
     is_unstable,
     mean_interval,
@@ -25,28 +28,20 @@ PEAK_MEMORY = "peak_memory_mib"
 UNSTABLE_MARK = "~"  # a speed whose 95% interval reaches further than +-5% of its median
 CONTENDED_MARK = "!"  # a speed measured while other work took part of the cell's cores
 NOT_COMPARABLE = "n/c"  # a metric the model's scores cannot support (see ``not_comparable``)
-AXIS_COLUMNS = ["world", "loss", "batch_size", "slate_length", "candidates", "user_dim", "item_dim"]
-AXIS_LABELS = {
-    "world": "world",
-    "loss": "loss",
-    "batch_size": "batch size",
-    "slate_length": "slate length T",
-    "candidates": "candidates S",
-    "user_dim": "user feature dim",
-    "item_dim": "item feature dim",
-}
+# The report's axes: every sweep axis that is a cell field (the models are the rows), in the sweep's order,
+# each named by its option's declaration.
+AXES = cell_axes()
+AXIS_COLUMNS = [axis.name for axis in AXES]
+AXIS_LABELS = {axis.name: axis.title for axis in AXES}
 # Columns of the per-axis tables; headers and directions come from the metric catalog.
 AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
-# Across worlds, what a world changes: the value of the model's order (bench/worlds.py) before speed and memory.
-WORLD_AXIS_METRICS = ("slate_acc", "slate_value", "slate_regret_share")
-# Each axis's founding value, the reference point when it is swept (else the smallest value).
-FOUNDING_VALUES = {"loss": "kl", "world": "independent"}
-# Workload fields that came after the first records: their value in records written before they existed.
-LATE_AXIS_DEFAULTS = {"world": "independent"}
+# What a model's order is worth in a world where the list matters (bench/worlds.py): shown after slate_acc, in the
+# overview and in every "Across" section, by a run that holds such a world (``list_matters``).
+VALUE_METRICS = ("slate_value", "slate_regret_share")
+WORLD = ("workload", "world")  # the config path of the cell's world; its neutral value is the independent world
 # The headline's measurement columns, after the accuracy ones.
 HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
-SIGNIFICANCE = 0.05
 # Models that train nothing and bound the others; the report names them when they ran.
 REFERENCE_MODELS = {
     "oracle": "is the accuracy ceiling (it scores with the true utilities; where the list matters, it puts each "
@@ -70,12 +65,9 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "device": config["device"],
             # cells that differ only in model and seed share a point
             "point": repr({k: v for k, v in config.items() if k not in ("model", "seed", "model_kwargs")}),
-            **{
-                axis: config["workload"].get(axis, LATE_AXIS_DEFAULTS.get(axis))
-                for axis in AXIS_COLUMNS
-                if axis != "loss"
-            },
-            "loss": config["train"]["loss"],
+            # the model's own settings: its options and, in a tune run, whether they are its defaults or tuned
+            "variant": repr((config["model_kwargs"], (r.get("tuning") or {}).get("role"))),
+            **{axis.name: _config_value(config, config_path(axis)) for axis in AXES},
             **r.get("metrics", {}),
             **x,
         }
@@ -83,6 +75,39 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         row["_record"] = r
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _config_value(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a record's config; where the record has none (one written before the field), the
+    field's neutral value (``NEUTRAL_FIELDS``: what such a record did), else None."""
+    value: Any = config
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return NEUTRAL_FIELDS.get(path) if value is None else value
+
+
+def list_matters(frame: pd.DataFrame) -> bool:
+    """Whether a cell of the run ran in a world where displayed items change each other's value."""
+    return bool((frame[WORLD[1]] != NEUTRAL_FIELDS[WORLD]).any())
+
+
+def axis_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The columns of each "Across" table: AXIS_METRICS, with the VALUE_METRICS after slate_acc where the list
+    matters."""
+    if not list_matters(frame):
+        return AXIS_METRICS
+    return (AXIS_METRICS[0], *VALUE_METRICS, *AXIS_METRICS[1:])
+
+
+def shown_axes(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The axis columns of the "Every cell" table: the swept ``axes``, and every other axis except one that holds its
+    neutral value throughout (a field added later, unused by the run, says nothing)."""
+
+    def unused(axis: Any) -> bool:
+        path = config_path(axis)
+        return path in NEUTRAL_FIELDS and bool((frame[axis.name] == NEUTRAL_FIELDS[path]).all())
+
+    return [a.name for a in AXES if a.name in axes or not unused(a)]
 
 
 def metric_names(frame: pd.DataFrame) -> list[str]:
@@ -127,8 +152,11 @@ def compact_value(value: float) -> str:
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
-    """Axes with several values; candidates is left out when it only follows the slate length."""
-    axes = [a for a in AXIS_COLUMNS if frame[a].nunique() > 1]
+    """Axes with several values for one variant of a model (its options and tuning role fixed): a value that
+    differs only between variants (the learning rate `bench tune` chose per model) is the variant's own, not an
+    axis. Candidates are left out when they only follow the slate length."""
+    by_variant = frame.groupby(["model", "variant"], dropna=False)
+    axes = [a for a in AXIS_COLUMNS if (by_variant[a].nunique() > 1).any()]
     if "candidates" in axes and "slate_length" in axes:
         if (frame.groupby("slate_length")["candidates"].nunique() == 1).all():
             axes.remove("candidates")
@@ -306,14 +334,12 @@ def headline_metrics(frame: pd.DataFrame) -> list[str]:
         small = [k for k in ks if k <= 5]
         return [f"{prefix}@{max(small)}"] if small else []
 
-    # In a world where the list matters, what a model's order is worth there (bench/worlds.py).
-    interacting = "slate_regret_share" in names and (frame["world"] != "independent").any()
     return (
         [n for n in ("slate_acc", "total_acc") if n in names]
         + at_most_5("ndcg")
         + at_most_5("map")
         + [n for n in ("mrr", "regret") if n in names]
-        + (["slate_regret_share"] if interacting else [])
+        + [n for n in VALUE_METRICS[1:] if n in names and list_matters(frame)]
     )
 
 
@@ -363,19 +389,28 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 continue
             if column in ("train_flops_per_sample", "train_mfu", "wall_seconds"):
                 mean, _, _ = summarize(group, column)
-                label = "train MFU (%)" if column == "train_mfu" else column_header(frame, column)
-                row[label] = format_value(mean * 100 if column == "train_mfu" else mean)
+                row[column_header(frame, column)] = format_value(shown_value(column, mean))
             else:
                 row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+REFERENCE_RULE = "each swept axis at its smallest value" + "".join(
+    f"; a swept {axis.title} at {axis.default}" for axis in AXES if axis.type is str
+)
+
+
 def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
-    """Each swept axis at its founding value where it was run (the kl loss, the independent world), else at its
-    smallest value."""
-    founding = {axis: FOUNDING_VALUES.get(axis) for axis in axes}
-    return {axis: founding[axis] if founding[axis] in set(frame[axis]) else frame[axis].min() for axis in axes}
+    """Where the report's overview and each "Across" section hold the other swept axes (``REFERENCE_RULE``): an
+    ordered axis at its smallest value, a categorical one (the loss) at its declared default when it was swept."""
+    declared = {axis.name: axis for axis in AXES}
+
+    def reference(name: str) -> Any:
+        axis = declared[name]
+        return axis.default if axis.type is str and axis.default in set(frame[name]) else frame[name].min()
+
+    return {name: reference(name) for name in axes}
 
 
 def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
@@ -388,8 +423,10 @@ def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
 
 
 def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
-    """Models as rows, the axis's values as columns (the independent world first); best per column in bold."""
-    values = sorted(frame[axis].unique(), key=lambda v: (axis != "world" or v != FOUNDING_VALUES["world"], v))
+    """Models as rows, the axis's values as columns (sorted; an axis of choices in their declared order, the
+    independent world first); best per column in bold."""
+    choices = next(a for a in AXES if a.name == axis).choice_names()
+    values = sorted(frame[axis].unique(), key=lambda v: (choices.index(v) if v in choices else -1, v))
     cells: dict[str, dict[Any, str]] = {}
     means: dict[Any, dict[str, float]] = {v: {} for v in values}
     for model, group in frame.groupby("model", sort=False):

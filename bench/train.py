@@ -125,15 +125,7 @@ def train(
         steps = np.arange(first, len(batches))
         synchronize(device)
         for block in np.array_split(steps, max(1, round(len(steps) / steps_per_block))):
-            start = time.perf_counter()
-            for step in block:
-                loss_sum += train_step(model, batches[step], optimizer, loss_fn)
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            samples = sum(len(batches[step]) for step in block)
-            result.steady_seconds += seconds
-            result.steady_samples += samples
-            result.block_rates.append(samples / seconds)
+            _timed_block([batches[step] for step in block], model, optimizer, loss_fn, loss_sum, result)
         epoch_loss = (loss_sum / len(batches)).item()  # the one host read of the epoch
         if not math.isfinite(epoch_loss):
             raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
@@ -150,6 +142,27 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _timed_block(
+    batches: list[SlateData],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn,
+    loss_sum: torch.Tensor,
+    result: TrainResult,
+) -> None:
+    """Train on ``batches`` as one timed block (one synchronisation at its end), adding each step's loss to
+    ``loss_sum`` in place (on the device) and the block's time and rate to ``result``."""
+    start = time.perf_counter()
+    for batch in batches:
+        loss_sum += train_step(model, batch, optimizer, loss_fn)
+    synchronize(loss_sum.device)
+    seconds = time.perf_counter() - start
+    samples = sum(len(batch) for batch in batches)
+    result.steady_seconds += seconds
+    result.steady_samples += samples
+    result.block_rates.append(samples / seconds)
 
 
 def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:

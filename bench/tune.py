@@ -23,7 +23,8 @@ from typing import Any
 
 from bench.config import CellConfig, MeasureConfig
 from bench.errors import ConfigError
-from bench.records import RECORDS_FILE, append_record, json_safe, load_records, new_record
+from bench.records import RECORDS_FILE, append_record, check_writable, json_safe, load_records, new_record
+from bench.runner import open_run
 from rerankers import get_spec
 
 STUDY_FILE = "study.db"
@@ -302,11 +303,14 @@ def run_tune(
     run_final: Callable[[list[CellConfig], dict[str, Any]], None],
     on_trial: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> None:
-    """Search every model, then run its defaults and its best settings on the test split."""
-    for base in bases:
-        best = search(base, run_dir, budget, run_trial, on_trial)
-        defaults = default_params(base, search_space(base))
-        cells = final_cells(base, best, budget.seeds)
-        run_final(cells["default"], {"tuning": {"role": "default", "study": study_name(base), "params": defaults}})
-        if best != defaults:  # else the tuned cells are the default cells, already run
-            run_final(cells["tuned"], {"tuning": {"role": "tuned", "study": study_name(base), "params": best}})
+    """Search every model, then run its defaults and its best settings on the test split, inside ``open_run``."""
+    with open_run(run_dir):
+        check_writable(run_dir / TRIALS_DIR)
+        for base in bases:
+            best = search(base, run_dir, budget, run_trial, on_trial)
+            defaults = default_params(base, search_space(base))
+            cells = final_cells(base, best, budget.seeds)
+            tuning = {"study": study_name(base)}
+            run_final(cells["default"], {"tuning": {"role": "default", **tuning, "params": defaults}})
+            if best != defaults:  # else the tuned cells are the default cells, already run
+                run_final(cells["tuned"], {"tuning": {"role": "tuned", **tuning, "params": best}})

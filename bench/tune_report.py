@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import RECORDS_FILE, load_records
-from bench.stats import mean_interval, paired_seeds
+from bench.stats import SIGNIFICANCE, mean_interval, paired_seeds
 from bench.tune import OBJECTIVE, trial_records
 
 TUNE_REPORT = "tune.md"
@@ -176,7 +176,7 @@ def _ranking_section(summary: dict[str, dict[str, float]], final: list[dict[str,
         b = _test_values(final, lower, "tuned") or _test_values(final, lower, "default")
         seeds = sorted(set(a) & set(b))
         mean, half, p = paired_seeds([a[s] for s in seeds], [b[s] for s in seeds])
-        verdict = "significant at 0.05" if p < 0.05 else "not significant"
+        verdict = f"significant at {SIGNIFICANCE}" if p < SIGNIFICANCE else "not significant"
         lines.append(f"- {upper} vs {lower}: {mean:+.3f} ± {half:.3f} (p={p:.2g}, {verdict}; {len(seeds)} seeds)")
     return lines
 

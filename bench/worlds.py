@@ -148,7 +148,7 @@ class Decoy(World):
 
 
 KINDS: dict[str, type[World]] = {kind.name: kind for kind in (World, Diversity, Complements, Decoy)}
-assert tuple(KINDS) == WORLDS, "bench.config.WORLDS names the worlds defined here"
+assert tuple(KINDS) == tuple(WORLDS), "bench.config.WORLDS declares the worlds defined here, in this order"
 
 
 def item_topics(items: torch.Tensor, topics: int) -> torch.Tensor:

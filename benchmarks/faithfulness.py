@@ -2,7 +2,7 @@
 
 Both sides use the same workload configuration, hyper-parameters and, per seed, the same
 hidden value model (the world varies a lot between seeds, so comparing different worlds
-would mostly measure that). Sizes are reduced from the blog's so that it runs on a CPU.
+would mostly measure that). Sizes default to the default profile's, which a CPU runs in minutes.
 Prints a markdown table.
 
     python benchmarks/faithfulness.py --seeds 0,1,2
@@ -26,11 +26,7 @@ from bench.data import generate  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--dim-feedforward", type=int, default=256)
+    founding.add_size_arguments(parser)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import pairwise
 
 import numpy as np
 import torch
 from torch import nn
+
+from bench.config import PROFILES
 
 
 class _SwapBatchAndSequence(nn.Module):
@@ -39,16 +42,11 @@ def founding_transformer(input_dim: int, d_model: int, dim_feedforward: int) -> 
 
 
 def founding_mlp(input_dim: int, d_model: int, dim_feedforward: int) -> nn.Module:
+    """Three hidden layers of width ``d_model`` with ReLU, then one score per item."""
     del dim_feedforward
-    return nn.Sequential(
-        nn.Linear(input_dim, d_model),
-        nn.ReLU(),
-        nn.Linear(d_model, d_model),
-        nn.ReLU(),
-        nn.Linear(d_model, d_model),
-        nn.ReLU(),
-        nn.Linear(d_model, 1),
-    )
+    widths = [input_dim, d_model, d_model, d_model]
+    hidden = [layer for i, o in pairwise(widths) for layer in (nn.Linear(i, o), nn.ReLU())]
+    return nn.Sequential(*hidden, nn.Linear(d_model, 1))
 
 
 class FoundingGenerator:
@@ -150,15 +148,22 @@ def run(
     }
 
 
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """--batch-size, --batches, --epochs, --d-model and --dim-feedforward, defaulting to the default profile's."""
+    profile = PROFILES["default"]
+    workload, train, options = profile["workload"], profile["train"], profile["model_kwargs"]
+    parser.add_argument("--batch-size", type=int, default=workload.batch_size)
+    parser.add_argument("--batches", type=int, default=workload.batches)
+    parser.add_argument("--epochs", type=int, default=train.epochs)
+    parser.add_argument("--d-model", type=int, default=options["d_model"])
+    parser.add_argument("--dim-feedforward", type=int, default=options["dim_feedforward"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["transformer", "mlp"], default="transformer")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--d-model", type=int, default=64)
-    parser.add_argument("--dim-feedforward", type=int, default=256)
+    add_size_arguments(parser)
     args = parser.parse_args()
     result = run(
         args.model,

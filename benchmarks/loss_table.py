@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--isolation", default="process")
+    parser.add_argument("--executor", default="process", help="inline | process | ray")
     parser.add_argument("--out", type=Path, default=Path("results/losses"))
     parser.add_argument(
         "--workload", nargs="*", default=[], help="workload overrides KEY=VALUE, e.g. click_model=cascade labels=graded"
@@ -75,7 +75,7 @@ def main() -> None:
         run_cells(
             cells,
             run_dir,
-            RunConfig.from_settings({"isolation": args.isolation}),
+            RunConfig(executor=args.executor),
             on_done=lambda r: print(
                 f"{r['model']:<12} {r['config']['train']['loss']:<11} {r['status']}", file=sys.stderr
             ),

@@ -66,7 +66,7 @@ def main() -> None:
     print(f"{args.slates} test slates x {len(seeds)} seeds ({args.seeds}) per row; gaps as shares of the headroom\n")
     print("| world | T | method | pooled gap | mean gap | worst gap | found a best order | beat exact |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for world_name in WORLDS[1:]:
+    for world_name in tuple(WORLDS)[1:]:
         for length in (int(t) for t in args.lengths.split(",")):
             draws = [values(world_name, length, args.slates, seed) for seed in seeds]
             pooled = {name: torch.cat([draw[name] for draw in draws]) for name in draws[0]}

@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from bench.compare import Comparison, compare_runs
+from bench.compare import THRESHOLD, Comparison, compare_runs
 from bench.config import RunConfig
 from bench.records import RECORDS_FILE, cpu_name, git_revision, load_records
 from bench.runner import run_cells
-from bench.stats import timing_summary
+from bench.stats import SIGNIFICANCE, timing_summary
 from bench.sweep import build_cells
 
 # (record field, what it measures, CV target)
@@ -48,7 +48,6 @@ MEASUREMENTS = (
 FLOOR_SIZE = 256  # the noise floor multiplies two FLOOR_SIZE x FLOOR_SIZE fp32 matrices
 FLOOR_BLOCKS = 7
 TESTS = Path(__file__).resolve().parents[1] / "tests"  # the slowable test plugin lives there
-THRESHOLD = 0.05  # bench compare's default
 COMPARE_HEADING = "## bench compare on real runs"
 
 
@@ -94,7 +93,7 @@ def comparison_lines(title: str, comparison: Comparison, expected: str) -> list[
         f"Expected: {expected}. `bench compare` at threshold {THRESHOLD:.0%}: {comparison.compared_cells} cells "
         f"compared, {len(timed)} speed/latency values, **{comparison.regressions} regression(s)**; "
         f"{sum(c.flagged for c in timed)} speed/latency values moved beyond the threshold, of which "
-        f"{sum(1 for c in timed if c.flagged and c.p is not None and c.p >= 0.05)} not significant, "
+        f"{sum(1 for c in timed if c.flagged and c.p is not None and c.p >= SIGNIFICANCE)} not significant, "
         f"{sum(1 for c in timed if c.worse and not c.resolved)} worse but too noisy to call, "
         f"{len({c.key for c in timed if c.contended})} cells contended.",
         "",

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding
+from rerankers.rank_embedding import RankEmbedding
 from rerankers.registry import register
 
 
@@ -62,8 +63,7 @@ class PRM(nn.Module):
         super().__init__()
         input_dim = item_dim + pv_dim
         self.personalize = nn.Linear(user_dim, pv_dim)
-        self.max_positions = max_positions
-        self.position = nn.Embedding(max_positions, input_dim) if position_embedding else None
+        self.position = RankEmbedding(max_positions, input_dim) if position_embedding else None
         self.project = nn.Linear(input_dim, d_model)
         layer = nn.TransformerEncoderLayer(
             d_model, nhead, dim_feedforward, dropout, activation="relu", batch_first=True
@@ -76,8 +76,7 @@ class PRM(nn.Module):
         pv = self.personalize(batch.user).unsqueeze(1).expand(-1, length, -1)
         inputs = torch.cat((batch.items, pv), dim=-1)
         if self.position is not None:
-            ranks = batch.positions.clamp(0, self.max_positions - 1).masked_fill(~batch.mask, 0)
-            inputs = inputs + self.position(ranks)
+            inputs = inputs + self.position(batch)
         hidden = self.encoder(self.project(inputs), src_key_padding_mask=~batch.mask)
         logits = mask_padding(self.output(hidden).squeeze(-1), batch.mask)
         return mask_padding(torch.log_softmax(logits, dim=1), batch.mask)

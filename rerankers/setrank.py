@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding, user_item_features
+from rerankers.rank_embedding import RankEmbedding
 from rerankers.registry import register
 
 
@@ -92,8 +93,7 @@ class SetRank(nn.Module):
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(user_dim + item_dim, d_model)
-        self.max_positions = max_positions
-        self.rank = nn.Embedding(max_positions, d_model) if rank_embedding else None
+        self.rank = RankEmbedding(max_positions, d_model) if rank_embedding else None
         self.blocks = nn.ModuleList(
             InducedSetAttentionBlock(d_model, nhead, dim_feedforward, inducing, dropout) for _ in range(num_blocks)
         )
@@ -102,8 +102,7 @@ class SetRank(nn.Module):
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         hidden = self.embed(user_item_features(batch))
         if self.rank is not None:
-            ranks = batch.positions.clamp(0, self.max_positions - 1).masked_fill(~batch.mask, 0)
-            hidden = hidden + self.rank(ranks)
+            hidden = hidden + self.rank(batch)
         for block in self.blocks:
             hidden = block(hidden, ~batch.mask)
         return mask_padding(self.score(hidden).squeeze(-1), batch.mask)

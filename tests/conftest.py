@@ -1,5 +1,6 @@
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,41 @@ def smoke_cell():
     return make
 
 
-@pytest.fixture
-def slowable_plugin(monkeypatch):
-    """The test plugin model test-slowable (tests/speed_models.py), known here and in cell processes."""
+TESTS = Path(__file__).resolve().parent
+
+
+def unload_plugin(module: str) -> None:
+    """Unregister the models the test plugin ``module`` registered here, and forget the module."""
     from rerankers import registry
 
-    tests = Path(__file__).resolve().parent
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv(registry.PLUGINS_ENV, "speed_models")
+    for name, spec in list(registry._REGISTRY.items()):
+        if spec.factory.__module__ == module:
+            registry.unregister(name)
+    sys.modules.pop(module, None)
+
+
+@contextmanager
+def plugin(monkeypatch, module: str):
+    """The test plugin ``module`` (tests/<module>.py), known here and in cell processes, while the block runs."""
+    from rerankers import registry
+
+    paths = [str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    monkeypatch.setenv(registry.PLUGINS_ENV, module)
     monkeypatch.setattr(registry, "_plugins_loaded", False)
     yield
-    registry.unregister("test-slowable")
-    sys.modules.pop("speed_models", None)
+    unload_plugin(module)
+
+
+@pytest.fixture
+def slowable_plugin(monkeypatch):
+    """The test plugin model test-slowable (tests/speed_models.py)."""
+    with plugin(monkeypatch, "speed_models"):
+        yield
+
+
+@pytest.fixture
+def faulty_plugin(monkeypatch):
+    """The models of tests/faulty_models.py, which fail on purpose or end their cell from outside."""
+    with plugin(monkeypatch, "faulty_models"):
+        yield

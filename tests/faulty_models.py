@@ -1,4 +1,5 @@
-"""Models that fail on purpose, loaded by cell processes through RERANK_BENCH_PLUGINS=faulty_models."""
+"""Models that fail on purpose, or end their cell the way an operator or the machine would; loaded by cell
+processes through RERANK_BENCH_PLUGINS=faulty_models (the ``faulty_plugin`` fixture, tests/conftest.py)."""
 
 import os
 import signal
@@ -47,3 +48,19 @@ class KilledOnce(_Base):
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return self.score(batch)
+
+
+@register("test-self-kill")
+class SelfKill(_Base):
+    """Its process gets SIGKILL mid-cell, as from `kill -9` by an operator (no memory pressure at all)."""
+
+    def forward(self, batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@register("test-alloc-fails")
+class AllocFails(_Base):
+    """An allocation fails with the CPU allocator's message."""
+
+    def forward(self, batch):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")

@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bench import letor
-from bench.cli import app, shown
+from bench.cli import app
+from bench.commands.common import shown
 from bench.config import PROFILES, CellConfig
 from bench.records import (
     STATUSES,
@@ -313,21 +314,7 @@ def test_two_concurrent_runs_never_duplicate_a_key(tmp_path):
 # --- 4. statuses tell the truth; resume retries what did not finish --------------------------------
 
 
-@pytest.fixture
-def hostile_plugin(monkeypatch):
-    tests = str(Path(__file__).resolve().parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("RERANK_BENCH_PLUGINS", "hostile_models")
-    from rerankers import registry
-
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    yield
-    for name in ("test-self-kill", "test-alloc-fails"):
-        registry.unregister(name)
-    sys.modules.pop("hostile_models", None)
-
-
-def test_killed_is_not_oom_and_an_allocation_failure_is(tmp_path, hostile_plugin, monkeypatch):
+def test_killed_is_not_oom_and_an_allocation_failure_is(tmp_path, faulty_plugin, monkeypatch):
     import bench.executor
 
     assert "killed" in STATUSES
@@ -576,7 +563,7 @@ def test_oracle_is_refused_on_letor_data(tmp_path):
 
 
 def test_sigterm_is_handled_like_ctrl_c(template, tmp_path, monkeypatch):
-    import bench.cli
+    import bench.commands.run
 
     def first_cell_then_term(cells, run_dir, run_config, on_progress, on_done):
         append_record(run_dir / "records.jsonl", record_of(seed=0, slate_acc=0.5))
@@ -584,7 +571,7 @@ def test_sigterm_is_handled_like_ctrl_c(template, tmp_path, monkeypatch):
         time.sleep(10)
         pytest.fail("SIGTERM did not stop the run")
 
-    monkeypatch.setattr(bench.cli, "run_cells", first_cell_then_term)
+    monkeypatch.setattr(bench.commands.run, "run_cells", first_cell_then_term)
     before = signal.getsignal(signal.SIGTERM)  # not always the default: Ray's driver installs its own
     result = tiny_run(tmp_path, "--run-id", "r")
     assert result.exit_code == 128 + signal.SIGTERM, result.output

@@ -221,7 +221,7 @@ def test_bad_letor_input_is_one_line_and_exit_2(letor_dir, tmp_path, damage, mes
         (["--data", "letor"], "needs --data-path"),
         (["--data", "letor", "--data-path", "nowhere"], "nowhere: no such directory"),
         (["--data", "letor", "--data-path", "a,b"], "exactly TRAIN,VALID,TEST"),
-        (["--data", "letor", "--data-path", "x", "--slate-min", "2"], "slate-min applies to synthetic data only"),
+        (["--data", "letor", "--data-path", "x", "--slate-min", "2"], "slate-min applies to --data synthetic only"),
         (["--data", "letor", "--data-path", "x", "--initial-ranker", "bm25"], "initial-ranker must be"),
         (["--data", "csv"], "unknown data source 'csv'"),
         (["--data-path", "x"], "data-path applies to --data letor only"),
@@ -235,6 +235,6 @@ def test_bad_data_options(tmp_path, args, message):
 
 def test_initial_ranker_feature_beyond_the_data_is_an_error(letor_dir, tmp_path):
     args = ["--data", "letor", "--data-path", letor_dir, "--initial-ranker", "feature:40"]
-    result = invoke("run", "--profile", "smoke", "--models", "mlp", "--isolation", "none", "--out", tmp_path, *args)
+    result = invoke("run", "--profile", "smoke", "--models", "mlp", "--executor", "inline", "--out", tmp_path, *args)
     assert result.exit_code == 2, result.output
     assert "feature:40: the data has feature ids up to 6" in result.stderr

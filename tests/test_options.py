@@ -98,7 +98,7 @@ def test_deprecated_switches_map_onto_the_executor(settings, executor):
 def test_run_config_validates_itself():
     with pytest.raises(ConfigError, match="timeout must be positive"):
         RunConfig(timeout=0)
-    with pytest.raises(ConfigError, match="retries must be >= 0"):
+    with pytest.raises(ConfigError, match="retries must be at least 0"):
         RunConfig(retries=-1)
 
 

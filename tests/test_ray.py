@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import unload_plugin
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -38,9 +39,7 @@ def cluster(tmp_path_factory):
     registry._plugins_loaded = False
     yield markers
     ray.shutdown()
-    for name in ("test-raises", "test-hangs", "test-diverges", "test-killed"):
-        registry.unregister(name)
-    sys.modules.pop("faulty_models", None)
+    unload_plugin("faulty_models")
     sys.path.remove(str(TESTS))
     for key, value in old.items():
         if value is None:
@@ -54,7 +53,7 @@ def invoke(*args):
 
 
 def test_ray_run_matches_local_run(cluster, tmp_path):
-    local = invoke("run", *SWEEP, "--isolation", "none", "--out", tmp_path, "--run-id", "local")
+    local = invoke("run", *SWEEP, "--executor", "inline", "--out", tmp_path, "--run-id", "local")
     distributed = invoke("run", *SWEEP, "--executor", "ray", "--out", tmp_path, "--run-id", "ray")
     assert local.exit_code == 0, local.output
     assert distributed.exit_code == 0, distributed.output

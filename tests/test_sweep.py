@@ -1,7 +1,6 @@
 """Sweeps: axes, sweep files, resume, isolation and failure statuses, reports, compare."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -88,8 +87,8 @@ def test_resume_skips_and_force_reruns_without_rewriting(tmp_path):
         "smoke",
         "--seeds",
         "2",
-        "--isolation",
-        "none",
+        "--executor",
+        "inline",
         "--out",
         tmp_path,
         "--run-id",
@@ -116,20 +115,6 @@ def test_torn_line_is_terminated_before_the_next_append(tmp_path):
     append_record(path, {**cell, "key": "c", "n": 3})
     with pytest.warns(UserWarning, match="records.jsonl:2"):
         assert [r["key"] for r in load_records(path)] == ["a", "c"]
-
-
-@pytest.fixture
-def faulty_plugin(monkeypatch):
-    tests = str(Path(__file__).resolve().parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("RERANK_BENCH_PLUGINS", "faulty_models")
-    from rerankers import registry
-
-    monkeypatch.setattr(registry, "_plugins_loaded", False)
-    yield
-    for name in ("test-raises", "test-hangs", "test-diverges", "test-killed"):
-        registry.unregister(name)
-    sys.modules.pop("faulty_models", None)
 
 
 def test_failing_cells_are_recorded_and_the_sweep_goes_on(tmp_path, faulty_plugin):
@@ -240,8 +225,8 @@ def sweep_run(tmp_path_factory):
         "3,5",
         "--seeds",
         "2",
-        "--isolation",
-        "none",
+        "--executor",
+        "inline",
         "--out",
         out,
         "--run-id",

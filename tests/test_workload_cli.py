@@ -16,7 +16,7 @@ def invoke(*args):
 def test_knobs_and_loss_are_recorded_and_shown(tmp_path):
     knobs = ["--slate-min", "3", "--initial-noise", "0.5", "--click-model", "position-biased", "--eta", "0.5"]
     result = invoke(
-        "run", "--profile", "smoke", "--models", "mlp", "--isolation", "none", "--out", tmp_path, "--run-id", "r",
+        "run", "--profile", "smoke", "--models", "mlp", "--executor", "inline", "--out", tmp_path, "--run-id", "r",
         "--loss", "listnet", "--labels", "clicks", *knobs,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -33,7 +33,7 @@ def test_knobs_and_loss_are_recorded_and_shown(tmp_path):
 
 
 def test_initial_noise_inf_is_the_founding_random_order(tmp_path):
-    args = ["--profile", "smoke", "--models", "mlp", "--isolation", "none", "--out", tmp_path, "--run-id", "r"]
+    args = ["--profile", "smoke", "--models", "mlp", "--executor", "inline", "--out", tmp_path, "--run-id", "r"]
     assert invoke("run", *args, "--initial-noise", "inf", "--labels", "graded").exit_code == 0
     (record,) = load_records(tmp_path / "r" / "records.jsonl")
     assert record["config"]["workload"]["initial_noise"] is None
@@ -45,11 +45,11 @@ def test_initial_noise_inf_is_the_founding_random_order(tmp_path):
     [
         (["--loss", "listnett"], "unknown loss 'listnett'; did you mean 'listnet'?"),
         (["--initial-noise", "lots"], "initial-noise must be a number or inf"),
-        (["--initial-noise", "-1"], "initial-noise must be >= 0"),
+        (["--initial-noise", "-1"], "initial-noise must be at least 0"),
         (["--click-model", "cascde"], "unknown click model 'cascde'; did you mean 'cascade'?"),
         (["--labels", "stars"], "unknown labels 'stars'"),
         (["--slate-min", "7"], "slate-min must be between 1 and the slate length (5)"),
-        (["--eta", "-1"], "eta must be >= 0"),
+        (["--eta", "-1"], "eta must be at least 0"),
     ],
 )
 def test_bad_knobs_are_one_line_and_exit_2(tmp_path, args, message):

@@ -157,16 +157,16 @@ def test_graded_labels_and_informative_order_work_together_with_variable_lengths
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"slate_min": 0}, "slate-min must be between 1 and the slate length"),
+        ({"slate_min": 0}, "slate-min must be at least 1"),
         ({"slate_min": 9}, "slate-min must be between 1 and the slate length"),
-        ({"initial_noise": -1.0}, "initial-noise must be >= 0"),
+        ({"initial_noise": -1.0}, "initial-noise must be at least 0"),
         ({"initial_noise": float("inf")}, "initial-noise must be finite"),
         ({"click_model": "cascde"}, "did you mean 'cascade'"),
         ({"labels": "grades"}, "did you mean 'graded'"),
-        ({"eta": -0.5}, "eta must be >= 0"),
+        ({"eta": -0.5}, "eta must be at least 0"),
         ({"data": "letor"}, "needs --data-path"),
         ({"data_path": "x"}, "data-path applies to --data letor only"),
-        ({"data": "letor", "data_path": "x", "initial_noise": 0.5}, "initial-noise applies to synthetic data only"),
+        ({"data": "letor", "data_path": "x", "initial_noise": 0.5}, "initial-noise applies to --data synthetic only"),
         ({"data": "letor", "data_path": "x", "initial_ranker": "bm25"}, "initial-ranker must be"),
     ],
 )

@@ -30,7 +30,7 @@ from bench.worlds import (
     value_metrics,
 )
 
-INTERACTION_WORLDS = WORLDS[1:]
+INTERACTION_WORLDS = tuple(WORLDS)[1:]  # every world but the independent one
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 
@@ -314,8 +314,8 @@ def test_every_reference_record_keeps_its_keys():
         ({"world_strength": 2.0}, "world-strength applies to the interaction worlds only"),
         ({"world_window": 3}, "world-window applies to the interaction worlds only"),
         ({"world": "decoy", "world_topics": 10}, "world-topics (10) must be at most item-dim - 1 (9)"),
-        ({"world": "decoy", "world_strength": -1.0}, "world-strength must be >= 0"),
-        ({"world": "decoy", "data": "letor", "data_path": "x"}, "--world applies to synthetic data only"),
+        ({"world": "decoy", "world_strength": -1.0}, "world-strength must be at least 0"),
+        ({"world": "decoy", "data": "letor", "data_path": "x"}, "world applies to --data synthetic only"),
     ],
 )
 def test_bad_world_settings_are_config_errors(smoke_cell, changes, message):

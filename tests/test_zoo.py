@@ -216,7 +216,7 @@ def test_deepsets_rejects_an_unknown_pooling():
 
 
 def test_all_models_run_in_one_report(tmp_path):
-    args = ["run", "--models", "all", "--profile", "smoke", "--isolation", "none", "--out", tmp_path]
+    args = ["run", "--models", "all", "--profile", "smoke", "--executor", "inline", "--out", tmp_path]
     args += ["--run-id", "zoo", "--batches", "2", "--valid-slates", "64", "--test-slates", "128"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,101 @@
+"""``bench compare``: per-cell changes between two runs, tested; exit 1 on a regression."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from bench.commands import command
+from bench.commands.common import fail
+from bench.compare import THRESHOLD, Comparison, compare_runs
+from bench.config import ConfigError
+from bench.records import RECORDS_FILE
+from bench.stats import SIGNIFICANCE
+
+
+@command("compare", order=50)
+def compare(
+    run_a: Path = typer.Argument(..., help="The reference run directory."),
+    run_b: Path = typer.Argument(..., help="The run to check against it."),
+    threshold: float = typer.Option(THRESHOLD, help="Relative change that is flagged (0.05 = 5%)."),
+    include_contended: bool = typer.Option(
+        False, help="Also call regressions the speeds of cells measured under contention."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse (exit 2) to compare runs whose device, torch version or precision differ."
+    ),
+) -> None:
+    """Per-cell changes of every metric; exits 1 on a regression (worse beyond the threshold and significant:
+    speeds by Mann-Whitney U on the timing samples, slate_acc by McNemar or two-proportion), and when nothing
+    was compared or cells of the reference are missing from the run checked."""
+    for run_dir in (run_a, run_b):
+        if not (run_dir / RECORDS_FILE).is_file():
+            fail(f"{run_dir} has no {RECORDS_FILE}")
+    if not (math.isfinite(threshold) and threshold >= 0):
+        fail(f"threshold must be a finite number >= 0, got {threshold}")
+    try:
+        result = compare_runs(run_a, run_b, threshold, include_contended)
+    except ConfigError as error:
+        fail(str(error))
+    if result.environment_differences:
+        differ = f"the runs differ in {'; '.join(result.environment_differences)}"
+        if strict:
+            fail(f"{differ}; --strict refuses to compare them")
+        typer.echo(f"warning: {differ}: their speeds (and accuracies) come from different conditions", err=True)
+    print_changes(result, run_a, run_b, threshold, show_all)
+    code = exit_code(result, run_a, run_b)
+    if code:
+        raise typer.Exit(code)
+
+
+def print_changes(result: Comparison, run_a: Path, run_b: Path, threshold: float, show_all: bool) -> None:
+    """The table of changed (or, with --all, every compared) values, the summary, status changes, unpaired cells."""
+    from tabulate import tabulate
+
+    shown_changes = [c for c in result.changes if c.flagged or show_all]
+    if shown_changes:
+        rows = [
+            (
+                c.cell,
+                c.name,
+                f"{c.before:.4g}",
+                f"{c.after:.4g}",
+                f"{c.relative:+.1%}",
+                c.test + ("" if c.p is None else f" p={c.p:.2g}"),
+                c.verdict,
+            )
+            for c in shown_changes
+        ]
+        typer.echo(tabulate(rows, headers=["cell", "value", run_a.name, run_b.name, "relative", "test", "verdict"]))
+    contended = len({c.key for c in result.changes if c.contended})
+    typer.echo(
+        f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {SIGNIFICANCE}; "
+        f"{sum(c.flagged for c in result.changes)} value(s) changed beyond the threshold"
+        + (f"; {contended} cell(s) contended on one side" if contended else "")
+    )
+    for line in result.status_changes:
+        typer.echo(f"REGRESSION status: {line}")
+    for label, cells in ((f"only in {run_a}", result.only_a), (f"only in {run_b}", result.only_b)):
+        for cell in cells:
+            typer.echo(f"{label}: {cell}")
+
+
+def exit_code(result: Comparison, run_a: Path, run_b: Path) -> int:
+    """1 on a regression, when nothing was compared, or when cells of ``run_a`` are missing from ``run_b``."""
+    if result.regressions:
+        typer.echo(f"{result.regressions} regression(s)", err=True)
+        return 1
+    if not result.compared_cells:
+        typer.echo(
+            f"error: nothing was compared: no cell of {run_a} has values in both runs (disjoint runs, or records "
+            "without metrics); a check that compares nothing cannot pass",
+            err=True,
+        )
+        return 1
+    if result.only_a:
+        typer.echo(f"{len(result.only_a)} cell(s) of {run_a} are missing from {run_b}", err=True)
+        return 1
+    return 0
