@@ -39,6 +39,9 @@ class Metric:
     # The report's headline column header, where "label (unit)" is too wide for a GitHub page; else None.
     short: str | None = None
     percent: bool = False  # a fraction that tables show as a percentage
+    # The record's per-slate values (``per_slate``) the value is made of: (numerator, None), their mean over the
+    # test slates, or (numerator, denominator), the ratio of their sums; they give its interval and paired test.
+    per_slate: tuple[str, str | None] | None = None
     how: str = ""  # how to read the value: what it measures, over what, and its conventions (markdown)
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
@@ -63,10 +66,32 @@ _ROWS = (
     Metric("map@k", "MAP@k", "", H, "accuracy", _M),
     Metric("precision@k", "precision@k", "", H, "accuracy", _M),
     # the world's value of the model's order of the displayed slate (bench/worlds.py, docs/workloads.md)
-    Metric("slate_value", "slate value (discounted contextual utility)", "utility", H, "accuracy", _M),
-    Metric("slate_regret", "slate regret (best order's value lost)", "utility", L, "accuracy", _M),
     Metric(
-        "slate_regret_share", "slate regret share (of the best order's gain over a random order)", "", L, "accuracy", _M
+        "slate_value",
+        "slate value (discounted contextual utility)",
+        "utility",
+        H,
+        "accuracy",
+        _M,
+        per_slate=("slate_value", None),
+    ),
+    Metric(
+        "slate_regret",
+        "slate regret (best order's value lost)",
+        "utility",
+        L,
+        "accuracy",
+        _M,
+        per_slate=("slate_regret", None),
+    ),
+    Metric(
+        "slate_regret_share",
+        "slate regret share (of the best order's gain over a random order)",
+        "",
+        L,
+        "accuracy",
+        _M,
+        per_slate=("slate_regret", "slate_headroom"),
     ),
     Metric("test_slates", "test slates", "slates", N, "count", _M),
     Metric("judged_slates", "judged test slates", "slates", N, "count", _M),

@@ -34,7 +34,7 @@ from bench.metrics import (
     total_hits,
     utility_gains,
 )
-from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_bits
+from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_per_slate
 from bench.stats import timing_summary
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
@@ -47,8 +47,9 @@ RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the
 
 def evaluate(
     scores: torch.Tensor, data, synthetic: bool = True, world: World | None = None
-) -> tuple[dict[str, float], torch.Tensor]:
-    """Test metrics from [N, S] candidate scores; also the per-slate hits of the judged slates.
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Test metrics from [N, S] candidate scores, and the per-slate values the record keeps for paired tests and
+    intervals: ``slate_hits`` of the judged slates and, with a world, ``slate_value_metrics``'s per-slate values.
 
     Label-based metrics (slate_acc, total_acc, mrr, map@k, precision@k, and ndcg@k on real
     data) are means over the judged slates, those with a relevant (label > 0) displayed item.
@@ -84,19 +85,21 @@ def evaluate(
         gained = has_gain(gains, mask)  # a 1-item slate or equal utilities: no order is better than another
         for k in ks:
             metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask)[gained].mean().item()
+    per_slate = {"slate_hits": hits[keep]}
     if world is not None:
-        metrics.update(slate_value_metrics(world, on_slate, data))
+        per_slate.update(value_metrics(world, on_slate, data.slate_items, data.slate_utility, mask))
+        metrics.update(slate_value_metrics(per_slate))
     metrics["test_slates"] = len(data)
     metrics["judged_slates"] = int(keep.sum().item())
-    return metrics, hits[keep]
+    return metrics, per_slate
 
 
-def slate_value_metrics(world: World, on_slate: torch.Tensor, data: SlateData) -> dict[str, float]:
-    """slate_value and slate_regret: means over every slate; slate_regret_share: the regret summed over the
-    slates, divided by the headroom summed over them (best order's value minus a random order's expected value),
-    so 0 is the best order and 1 no better than a random one (NaN where no slate has headroom)."""
-    per_slate = value_metrics(world, on_slate, data.slate_items, data.slate_utility, data.slate_mask)
-    headroom = per_slate["headroom"].sum().item()
+def slate_value_metrics(per_slate: dict[str, torch.Tensor]) -> dict[str, float]:
+    """From ``bench.worlds.value_metrics``'s per-slate values: slate_value and slate_regret, means over every
+    slate; slate_regret_share, the regret summed over the slates divided by the headroom summed over them (best
+    order's value minus a random order's expected value), so 0 is the best order and 1 no better than a random
+    one (NaN where no slate has headroom)."""
+    headroom = per_slate["slate_headroom"].sum().item()
     regret_sum = per_slate["slate_regret"].sum().item()
     return {
         "slate_value": per_slate["slate_value"].mean().item(),
@@ -261,12 +264,13 @@ def train_phase(
 
 
 def evaluate_phase(run: CellRun, built: BuiltModel, evaluated: SlateData, workload: Workload) -> None:
-    """The metrics on the evaluated split (test, or valid for a tuning trial) and the per-slate hits; on
-    synthetic data also the value of the model's order under the workload's world."""
+    """The metrics on the evaluated split (test, or valid for a tuning trial) and the per-slate values behind them
+    (hits as packed bits, values in half precision: bench/records.py); on synthetic data also the value of the
+    model's order under the workload's world."""
     scores = score_split(built.runnable, evaluated, run.cell.workload.batch_size)
-    metrics, hits = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
+    metrics, per_slate = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
     run.record["metrics"] = metrics
-    run.record["per_slate"] = {"slate_hits": pack_bits(hits)}
+    run.record["per_slate"] = pack_per_slate(per_slate)
 
 
 def serve_phase(run: CellRun, serving: measure.ServingSampler) -> None:

@@ -88,25 +88,45 @@ def _conditions_line(records: list[dict[str, Any]]) -> str:
     return f"Conditions: {verdict}; the largest share of a cell's CPU time taken by other work was {worst:.0%}."
 
 
+# What "How to read this" says of the values made of per-slate values (the catalog's ``per_slate``), where shown.
+PER_SLATE_INTERVALS = (
+    " With one seed, {names}: the normal interval (± 1.96·sd/√n) over the test slates of the record's per-slate "
+    "values; a ratio of sums (the regret share: summed regret over summed headroom) by the delta method."
+)
+PER_SLATE_TESTS = (
+    "; {names} (the overview's Δ slate_regret_share where the list matters, and † in axis tables): the paired "
+    "t-test on the per-slate values (regrets) of the same test slates"
+)
+
+
+def _per_slate_text(frame: pd.DataFrame, template: str) -> str:
+    """``template`` naming the values in the tables that are made of per-slate values; empty where there are none."""
+    names = [m.name for m in catalog.entries() if m.per_slate is not None and m.name in frame.columns]
+    return template.format(names=", ".join(names)) if names else ""
+
+
 def how_to_read(frame: pd.DataFrame, baseline: str) -> list[str]:
     """The report's conventions, then what each value its tables show means, from the metric catalog."""
     whole_list = ", ".join(m.name for m in catalog.entries() if m.ranks_undisplayed)
+    intervals, tests = (_per_slate_text(frame, template) for template in (PER_SLATE_INTERVALS, PER_SLATE_TESTS))
     lines = [
         "## How to read this",
         "",
         "- **Intervals** are 95%. Accuracy: with one seed, slate_acc's interval is the normal-approximation "
         "binomial interval over test slates; with several seeds, the mean over seeds ± the Student-t interval of "
-        "that mean. Speeds and latencies: each cell keeps its timing samples (blocks of training steps, blocks of "
-        "inference passes, single requests); a table shows the median of the samples of every seed pooled (seeds "
-        "change the data, not the speed) ± the half-width of the median's distribution-free 95% interval (order "
-        "statistics; none below 6 samples); latency p95 and p99 likewise, each with its own interval. "
+        f"that mean.{intervals} Speeds and latencies: each cell keeps its timing samples (blocks "
+        "of training steps, blocks of inference passes, single requests); a table shows the median of the samples "
+        "of every seed pooled (seeds change the data, not the speed) ± the half-width of the median's "
+        "distribution-free 95% interval (order statistics; none below 6 samples); latency p95 and p99 likewise, "
+        "each with its own interval. "
         f"`{UNSTABLE_MARK}` marks a speed whose interval reaches further than ±5% of its value, or that has no "
         f"interval (too noisy to compare at 5%); `{CONTENDED_MARK}` marks one measured while other processes took "
         "more than 10% of the CPU time the cell's threads could use (the record's `conditions`): compare it with "
         "nothing.",
         f"- **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. "
         "One seed: per-slate paired difference on the same test slates (interval mean ± 1.96·sd/√n) with "
-        "McNemar's exact test. Several seeds: the per-seed differences, Student-t interval and a paired t-test. "
+        f"McNemar's exact test{tests}. Several seeds: the per-seed differences, Student-t interval "
+        "and a paired t-test. "
         f"`*` (overview) and `†` (axis tables) mark p < {SIGNIFICANCE}. **Bold** marks the best model in each "
         "column.",
         f"- **{NOT_COMPARABLE}** (not comparable): {whole_list} "

@@ -354,9 +354,9 @@ def best_order_scores(
 def value_metrics(world: World, slate_scores: torch.Tensor, items, utility, mask) -> dict[str, torch.Tensor]:
     """Per slate [N] float64: the value of the model's order of the displayed slate (``slate_value``), the best
     order's value minus it (``slate_regret``), and the best order's value minus a random order's expected
-    value (``headroom``, what re-ranking can earn). Ties in the scores are broken by display position."""
+    value (``slate_headroom``, what re-ranking can earn). Ties in the scores are broken by display position."""
     effects = world.effects(items, utility, mask)
     value = order_value(world, utility, effects, ranked(slate_scores, mask), mask)
     best = order_value(world, utility, effects, optimum(world, utility, effects, mask), mask)
     chance = random_order_value(world, utility, effects, mask)
-    return {"slate_value": value, "slate_regret": best - value, "headroom": best - chance}
+    return {"slate_value": value, "slate_regret": best - value, "slate_headroom": best - chance}

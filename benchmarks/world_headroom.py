@@ -32,7 +32,7 @@ def losses(world_name: str, seed: int) -> tuple[float, float, float]:
     per_slate = value_metrics(world, test.slate_utility, test.slate_items, test.slate_utility, test.slate_mask)
     # the scale is the calibration draw's spread of context-free utility: the same in every world of a seed
     scale = make_world(replace(config, world=tuple(WORLDS)[1]), workload.value_model, seed).scale
-    headroom = per_slate["headroom"].mean().item() / scale
+    headroom = per_slate["slate_headroom"].mean().item() / scale
     return headroom, context_free["slate_regret_share"], displayed["slate_regret_share"]
 
 

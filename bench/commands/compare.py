@@ -29,7 +29,8 @@ def compare(
     ),
 ) -> None:
     """Per-cell changes of every metric; exits 1 on a regression (worse beyond the threshold and significant:
-    speeds by Mann-Whitney U on the timing samples, slate_acc by McNemar or two-proportion), and when nothing
+    speeds by Mann-Whitney U on the timing samples, slate_acc by McNemar or two-proportion, slate_value and the
+    slate regrets by a paired t-test on their per-slate values), and when nothing
     was compared or cells of the reference are missing from the run checked."""
     for run_dir in (run_a, run_b):
         if not (run_dir / RECORDS_FILE).is_file():
