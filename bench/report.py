@@ -18,7 +18,6 @@ from bench.tables import (
     NOT_COMPARABLE,
     PEAK_MEMORY,
     PRIMARY,
-    REFERENCE_MODELS,
     REFERENCE_RULE,
     UNSTABLE_MARK,
     axis_metrics,
@@ -32,6 +31,7 @@ from bench.tables import (
     ranking_table,
     records_frame,
     reference_point,
+    reference_roles,
     shown_axes,
     swept_axes,
 )
@@ -184,7 +184,7 @@ def _overview(at_reference: pd.DataFrame, axes: list[str], baseline: str) -> lis
     right = ("left",) + ("right",) * (headline.shape[1] - 1)  # numbers line up on the right, names on the left
     lines += [headline.to_markdown(index=False, colalign=right), ""]
     options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
-    references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
+    references = [f"`{name}` {role}" for name, role in reference_roles(at_reference).items()]
     lines += [
         f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}. "
         f"Speeds: medians of the timing samples (their 95% intervals in the table below); {UNSTABLE_MARK} "

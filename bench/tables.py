@@ -44,8 +44,7 @@ HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
 # Models that train nothing and bound the others; the report names them when they ran.
 REFERENCE_MODELS = {
-    "oracle": "is the accuracy ceiling (it scores with the true utilities; where the list matters, it puts each "
-    "slate in its best order)",
+    "oracle": "is the accuracy ceiling (it scores with the true utilities)",
     "random": "is the floor (a random order)",
     "initial": "keeps the displayed (initial) order",
 }
@@ -84,6 +83,14 @@ def _config_value(config: dict[str, Any], path: tuple[str, ...]) -> Any:
     for part in path:
         value = value.get(part) if isinstance(value, dict) else None
     return NEUTRAL_FIELDS.get(path) if value is None else value
+
+
+def reference_roles(frame: pd.DataFrame) -> dict[str, str]:
+    """What each reference model of the run is; where the list matters, the oracle orders each slate best."""
+    roles = {name: role for name, role in REFERENCE_MODELS.items() if name in set(frame["model"])}
+    if "oracle" in roles and list_matters(frame):
+        roles["oracle"] = "is the ceiling (it puts each displayed slate in its best order in the cell's world)"
+    return roles
 
 
 def list_matters(frame: pd.DataFrame) -> bool:
