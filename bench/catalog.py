@@ -39,6 +39,9 @@ class Metric:
     # The report's headline column header, where "label (unit)" is too wide for a GitHub page; else None.
     short: str | None = None
     percent: bool = False  # a fraction that tables show as a percentage
+    # The record's per-slate values (``per_slate``) the value is made of: (numerator, None), their mean over the
+    # test slates, or (numerator, denominator), the ratio of their sums; they give its interval and paired test.
+    per_slate: tuple[str, str | None] | None = None
     how: str = ""  # how to read the value: what it measures, over what, and its conventions (markdown)
 
     def worse(self, before: float, after: float, threshold: float) -> bool:
@@ -62,6 +65,34 @@ _ROWS = (
     Metric("label_ndcg@k", "label NDCG@k", "", H, "accuracy", _M),
     Metric("map@k", "MAP@k", "", H, "accuracy", _M),
     Metric("precision@k", "precision@k", "", H, "accuracy", _M),
+    # the world's value of the model's order of the displayed slate (bench/worlds.py, docs/workloads.md)
+    Metric(
+        "slate_value",
+        "slate value (discounted contextual utility)",
+        "utility",
+        H,
+        "accuracy",
+        _M,
+        per_slate=("slate_value", None),
+    ),
+    Metric(
+        "slate_regret",
+        "slate regret (best order's value lost)",
+        "utility",
+        L,
+        "accuracy",
+        _M,
+        per_slate=("slate_regret", None),
+    ),
+    Metric(
+        "slate_regret_share",
+        "slate regret share (of the best order's gain over a random order)",
+        "",
+        L,
+        "accuracy",
+        _M,
+        per_slate=("slate_regret", "slate_headroom"),
+    ),
     Metric("test_slates", "test slates", "slates", N, "count", _M),
     Metric("judged_slates", "judged test slates", "slates", N, "count", _M),
     # measurements (bench/measure.py, bench/flops.py, bench/cell.py)
@@ -116,6 +147,13 @@ _HOW = {
     "label_ndcg@k": f"synthetic data: NDCG with the labels (clicks or grades) as gains, {_JUDGED}",
     "map@k": f"AP@k = the sum of precision@i at the relevant items of the top k / min(#relevant, k), {_JUDGED}",
     "precision@k": f"relevant items in the top k / min(k, slate length), {_JUDGED}",
+    "slate_value": "synthetic data: the displayed slate's worth in the model's order under the cell's world, the "
+    "sum over positions of 1/log2(position + 1) x the item's contextual utility there (in the independent world, "
+    "its utility), mean over every test slate; docs/workloads.md has the worlds",
+    "slate_regret": "the best order's slate value minus the model's, mean over every test slate (the best order "
+    "is exact up to 7 displayed items, greedy + local search above)",
+    "slate_regret_share": "the slate regret summed over the test slates, over the best order's gain on a random "
+    "order summed over them: 0 is the best order, 1 no better than a random order",
     "train_samples_per_s": "training samples/s over steady-state steps (the first epoch's warm-up steps and each "
     "epoch's validation excluded), timed in about 20 blocks",
     "infer_samples_per_s": "samples/s of eval-mode forward passes at the cell's batch size, per timed block; "

@@ -4,6 +4,7 @@ serve (inference speed and latency) -> account (FLOPs); a failure in any phase i
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,26 +34,31 @@ from bench.metrics import (
     total_hits,
     utility_gains,
 )
-from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_bits
+from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_per_slate
 from bench.stats import timing_summary
 from bench.subject import Subject, build_runnable
 from bench.train import Diverged, EpochCallback, score_split, train
 from bench.workloads import load_workload
+from bench.worlds import World, value_metrics
 from rerankers import get_spec
 from rerankers.dropout import cpu_dropout_kernel
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 
 
-def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[str, float], torch.Tensor]:
-    """Test metrics from [N, S] candidate scores; also the per-slate hits of the judged slates.
+def evaluate(
+    scores: torch.Tensor, data, synthetic: bool = True, world: World | None = None
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Test metrics from [N, S] candidate scores, and the per-slate values the record keeps for paired tests and
+    intervals: ``slate_hits`` of the judged slates and, with a world, ``slate_value_metrics``'s per-slate values.
 
     Label-based metrics (slate_acc, total_acc, mrr, map@k, precision@k, and ndcg@k on real
     data) are means over the judged slates, those with a relevant (label > 0) displayed item.
     On synthetic data ``ndcg@k`` is NDCG against the true utilities (linear gain = utility
     minus the slate's lowest) over the slates with some gain (not over 1-item slates or slates of
     equal utilities, where every order is ideal), and ``label_ndcg@k`` the same against the
-    labels; ``regret`` is a mean over every slate.
+    labels; ``regret`` is a mean over every slate. With a ``world`` (synthetic data), the value of the model's
+    order of the displayed slate under it, and its regret against the best order (``slate_value_metrics``).
     """
     mask = data.slate_mask
     on_slate = scores.gather(1, data.slate).masked_fill(~mask, float("-inf"))
@@ -80,9 +86,27 @@ def evaluate(scores: torch.Tensor, data, synthetic: bool = True) -> tuple[dict[s
         gained = has_gain(gains, mask)  # a 1-item slate or equal utilities: no order is better than another
         for k in ks:
             metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask)[gained].mean().item()
+    per_slate = {"slate_hits": hits[keep]}
+    if world is not None:
+        per_slate.update(value_metrics(world, on_slate, data.slate_items, data.slate_utility, mask))
+        metrics.update(slate_value_metrics(per_slate))
     metrics["test_slates"] = len(data)
     metrics["judged_slates"] = int(keep.sum().item())
-    return metrics, hits[keep]
+    return metrics, per_slate
+
+
+def slate_value_metrics(per_slate: dict[str, torch.Tensor]) -> dict[str, float]:
+    """From ``bench.worlds.value_metrics``'s per-slate values: slate_value and slate_regret, means over every
+    slate; slate_regret_share, the regret summed over the slates divided by the headroom summed over them (best
+    order's value minus a random order's expected value), so 0 is the best order and 1 no better than a random
+    one (NaN where no slate has headroom)."""
+    headroom = per_slate["slate_headroom"].sum().item()
+    regret_sum = per_slate["slate_regret"].sum().item()
+    return {
+        "slate_value": per_slate["slate_value"].mean().item(),
+        "slate_regret": per_slate["slate_regret"].mean().item(),
+        "slate_regret_share": regret_sum / headroom if headroom > 0 else math.nan,
+    }
 
 
 def flop_measurements(
@@ -225,12 +249,14 @@ def train_phase(
     x.update(measure.peak_memory_mib(run.device, "train"))
 
 
-def evaluate_phase(run: CellRun, built: Subject, evaluated: SlateData, synthetic: bool) -> None:
-    """The metrics on the evaluated split (test, or valid for a tuning trial) and the per-slate hits."""
+def evaluate_phase(run: CellRun, built: Subject, evaluated: SlateData, workload: Workload) -> None:
+    """The metrics on the evaluated split (test, or valid for a tuning trial) and the per-slate values behind them
+    (hits as packed bits, values in half precision: bench/records.py); on synthetic data also the value of the
+    model's order under the workload's world."""
     scores = score_split(built.runnable, evaluated, run.cell.workload.batch_size)
-    metrics, hits = evaluate(scores, evaluated, synthetic=synthetic)
+    metrics, per_slate = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
     run.record["metrics"] = metrics
-    run.record["per_slate"] = {"slate_hits": pack_bits(hits)}
+    run.record["per_slate"] = pack_per_slate(per_slate)
 
 
 def serve_phase(run: CellRun, serving: measure.ServingSampler) -> None:
@@ -282,7 +308,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
         evaluated = workload.valid if cell.eval_split == "valid" else workload.test
         serving = serving_sampler(run, built, evaluated)
         train_phase(run, built, workload, serving, on_epoch)
-        evaluate_phase(run, built, evaluated, synthetic=workload.source == "synthetic")
+        evaluate_phase(run, built, evaluated, workload)
         serve_phase(run, serving)
         account_phase(run, built, evaluated)
     except Exception as error:  # a failed cell is a result, not a crash of the run

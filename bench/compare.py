@@ -19,6 +19,8 @@ says the change is more than noise:
   Records without samples cannot be tested: their speeds are shown, never called regressions;
 - slate_acc: McNemar's exact test on the per-slate hits when both cells saw the same data (same
   ``data_key``), else a two-proportion z-test on the judged slates;
+- a value made of per-slate values (the catalog's ``per_slate``: slate_value, slate_regret, slate_regret_share):
+  the paired t-test on those values when both cells saw the same data;
 - the other accuracy metrics keep no per-slate values: the threshold alone decides.
 
 A cell that ran contended on either side (the record's ``conditions``) is shown with its changes, but its
@@ -38,7 +40,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
-from bench.records import latest_records, slate_hits
+from bench.records import latest_records, paired_slate_values, slate_hits
 from bench.stats import SIGNIFICANCE, holm, is_unstable, paired_slates, segments, shares, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
@@ -58,7 +60,8 @@ class Change:
     before: float
     after: float
     kind: str  # the catalog's kind: accuracy | speed | latency | memory | time
-    test: str  # the test that judged it: Mann-Whitney U on stretches, McNemar, two-proportion, threshold, "no samples"
+    # the test that judged it: Mann-Whitney U on stretches, McNemar, two-proportion, paired t, threshold, "no samples"
+    test: str
     p: float | None  # its p-value (None: no test)
     p_adjusted: float | None  # speeds: Holm-adjusted across the comparison's tested speed values; else p
     resolved: bool  # precise enough on both sides to resolve the threshold (always, for untimed values)
@@ -227,6 +230,9 @@ def _test(entry: Metric, ra: dict, rb: dict) -> tuple[str, float | None]:
             if ra.get("data_key") == rb.get("data_key") and len(hits_a) == len(hits_b):
                 return "McNemar", paired_slates(hits_a, hits_b)[2]
             return "two-proportion", two_proportion_p(int(hits_a.sum()), len(hits_a), int(hits_b.sum()), len(hits_b))
+    paired = paired_slate_values(ra, rb, entry) if entry.per_slate is not None else None
+    if paired is not None:
+        return "paired t", paired[2]
     return "threshold", None
 
 

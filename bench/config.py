@@ -24,6 +24,7 @@ from bench.declare import (
     check_applies,
     check_fields,
     check_one,
+    declared,
     declared_option,
     option,
 )
@@ -38,6 +39,13 @@ DEVICES = ("auto", "cpu", "cuda")
 CLICK_MODELS = {"best": "founding", "position-biased": "", "cascade": "", "multi-click": ""}
 LABEL_KINDS = ("clicks", "graded")
 DATA_SOURCES = ("synthetic", "letor")
+# How displayed items change each other's value; bench/worlds.py defines each world (docs/workloads.md).
+WORLDS = {
+    "independent": "founding: no effect",
+    "diversity": "an item loses value under similar items",
+    "complements": "partner topics gain value together",
+    "decoy": "an item gains value next to a dominated similar one",
+}
 SELECTIONS = {"last": "the final epoch's", "best": "the epoch with the best validation slate_acc, its weights restored"}
 EVAL_SPLITS = ("test", "valid")  # a cell's eval_split; not a user option
 
@@ -125,6 +133,28 @@ class WorkloadConfig:
         "LETOR: the order displayed before re-ranking: linear (fitted on train) or feature:<id>.",
         applies_to=LETOR,
         check=check_initial_ranker,
+    )
+    # Worlds where the list matters (bench/worlds.py, docs/workloads.md); independent is the founding world.
+    world: str = option(
+        "independent",
+        "How displayed items change each other's value. " + LIST_HELP,
+        axis=5,
+        flags=("--world", "--worlds"),
+        choices=WORLDS,
+        applies_to=SYNTHETIC,
+    )
+    world_strength: float = option(
+        1.0,
+        "Interaction worlds: size of one item's effect on another, in standard deviations of utility.",
+        minimum=0,
+    )
+    world_topics: int = option(
+        4,
+        "Interaction worlds: topics K, an item's topic being the argmax of its first K features (K < item-dim).",
+        minimum=2,
+    )
+    world_window: int = option(
+        2, "Interaction worlds: how many positions away an item acts on another.", minimum=1, maximum=1000
     )
 
 
@@ -266,10 +296,11 @@ class CellConfig:
         the device it was drawn on, always "cpu": CPU records keep their data keys and a GPU cell
         shares its data key with the CPU cell of the same workload and seed.
         """
-        canonical = json.dumps(
-            {"workload": asdict(self.workload), "seed": self.seed, "device": DATA_DEVICE},
-            sort_keys=True,
-        )
+        workload = asdict(self.workload)
+        for name in LATE_DATA_FIELDS:
+            if workload[name] == NEUTRAL_FIELDS[("workload", name)]:
+                del workload[name]
+        canonical = json.dumps({"workload": workload, "seed": self.seed, "device": DATA_DEVICE}, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -287,7 +318,14 @@ NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("workload", "data"): "synthetic",
     ("workload", "data_path"): None,
     ("workload", "initial_ranker"): "linear",
+    ("workload", "world"): "independent",
+    ("workload", "world_strength"): 1.0,
+    ("workload", "world_topics"): 4,
+    ("workload", "world_window"): 2,
 }
+
+# Workload fields left out of the data key while neutral, so that earlier records keep their data keys too.
+LATE_DATA_FIELDS = ("world", "world_strength", "world_topics", "world_window")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -428,10 +466,26 @@ def validate(cell: CellConfig) -> None:
     if w.data == "letor" and not w.data_path:
         raise ConfigError("--data letor needs --data-path (a LETOR directory, or TRAIN,VALID,TEST files)")
     check_applies(w)
+    _check_world(w)
     if cell.precision == "tf32" and cell.device != "cuda":
         raise ConfigError("precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
     if cell.eval_split not in EVAL_SPLITS:
         raise ConfigError(f"unknown evaluation split {cell.eval_split!r} (known: {', '.join(EVAL_SPLITS)})")
+
+
+def _check_world(w: WorkloadConfig) -> None:
+    """A world's parameters shape the interaction worlds only (else two keys would name the same data), and a
+    topic is one of the item's own features."""
+    if w.world == NEUTRAL_FIELDS[("workload", "world")]:
+        parameters = [o for o in declared(WorkloadConfig) if o.name in LATE_DATA_FIELDS and o.name != "world"]
+        changed = [o.label for o in parameters if getattr(w, o.name) != o.default]
+        if changed:
+            raise ConfigError(f"{changed[0]} applies to the interaction worlds only (--world), not to {w.world}")
+    elif w.world_topics > w.item_dim - 1:
+        raise ConfigError(
+            f"world-topics ({w.world_topics}) must be at most item-dim - 1 ({w.item_dim - 1}): a topic is read "
+            "off one of the item's own features (the last is the sum of the others)"
+        )
 
 
 def with_overrides(base: CellConfig, **overrides: Any) -> CellConfig:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from bench.config import CLICK_MODELS, DATA_DEVICE, WorkloadConfig
+from bench.worlds import World, best_order_scores, calibrated, world_of
 from rerankers import SlateBatch
 
 SPLITS = ("train", "valid", "test")
@@ -78,7 +79,18 @@ class SlateData:
 
     @property
     def slate_utility(self) -> torch.Tensor:
+        """[N, T] context-free true utility of each displayed item (bench/worlds.py adds the context)."""
         return self.utility.gather(1, self.slate)
+
+    @property
+    def slate_items(self) -> torch.Tensor:
+        """[N, T, F] features of each displayed item, in display order."""
+        return gather_items(self.inputs.items, self.slate)
+
+
+def gather_items(items: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+    """[N, T, F] the features of the candidates ``slate`` [N, T] names, from ``items`` [N, S, F]."""
+    return items.gather(1, slate.unsqueeze(2).expand(-1, -1, items.shape[2]))
 
 
 def _masked_summary(candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -202,6 +214,25 @@ def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, ranks)
 
 
+def _initial_order(
+    config: WorkloadConfig, utility: torch.Tensor, mask: torch.Tensor, random_keys: torch.Tensor, g: torch.Generator
+) -> torch.Tensor:
+    """[N, S] candidates in the upstream ranker's order; padding ranks last."""
+    if config.initial_noise is None:
+        # Random, as in the founding experiment: the displayed slate is a random T-subset in random order.
+        keys = random_keys if bool(mask.all()) else random_keys.masked_fill(~mask, 2.0)
+        return keys.argsort(dim=1)
+    # An informative upstream ranker: the list's standardised (context-free) true utility plus noise.
+    real = mask.to(utility.dtype)
+    count = real.sum(dim=1, keepdim=True)
+    mean = (utility * real).sum(dim=1, keepdim=True) / count
+    std = ((((utility - mean) * real) ** 2).sum(dim=1, keepdim=True) / count).sqrt()
+    z = (utility - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    noise = torch.randn(*utility.shape, generator=g, device=utility.device)
+    keys = (z + config.initial_noise * noise).masked_fill(~mask, float("-inf"))
+    return keys.argsort(dim=1, descending=True, stable=True)
+
+
 def generate_split(
     config: WorkloadConfig,
     value_model: HiddenValueModel,
@@ -209,7 +240,10 @@ def generate_split(
     seed: int,
     split: str,
     thresholds: torch.Tensor | None = None,
+    world: World | None = None,
 ) -> SlateData:
+    """``n`` lists of one split. ``world`` (default: the independent one) turns the displayed items' utilities
+    into contextual ones (bench/worlds.py) before the labels are drawn from them."""
     device = value_model.weight.device
     g = torch.Generator(device=device).manual_seed(_split_seed(seed, split))
     S, T, U, F = config.candidates, config.slate_length, config.user_dim, config.item_dim
@@ -219,8 +253,7 @@ def generate_split(
     items[:, :, -1] = items[:, :, :-1].sum(dim=-1)
     random_keys = torch.rand(n, S, generator=g, device=device)  # drawn in every case: streams stay aligned
     # Draws the founding generator does not make come after its own.
-    variable = config.slate_min is not None and config.slate_min < T
-    if variable:
+    if config.slate_min is not None and config.slate_min < T:
         # A list displays t items, t uniform in slate_min..T, and holds t + (S - T) candidates;
         # its missing candidates are padding (the last indices, zero features).
         shown = torch.randint(config.slate_min, T + 1, (n,), generator=g, device=device)
@@ -232,23 +265,12 @@ def generate_split(
         mask = torch.ones(n, S, dtype=torch.bool, device=device)
         slate_mask = torch.ones(n, T, dtype=torch.bool, device=device)
         utility = value_model.utility(user, items)
-    if config.initial_noise is None:
-        # The upstream ranker's order: random, as in the founding experiment. The displayed
-        # slate is its top T, so a random T-subset in random order. Padding ranks last.
-        keys = random_keys if not variable else random_keys.masked_fill(~mask, 2.0)
-        initial_order = keys.argsort(dim=1)
-    else:
-        # An informative upstream ranker: the list's standardised true utility plus noise.
-        real = mask.to(utility.dtype)
-        count = real.sum(dim=1, keepdim=True)
-        mean = (utility * real).sum(dim=1, keepdim=True) / count
-        std = ((((utility - mean) * real) ** 2).sum(dim=1, keepdim=True) / count).sqrt()
-        z = (utility - mean) / torch.where(std > 0, std, torch.ones_like(std))
-        noise = torch.randn(n, S, generator=g, device=device)
-        keys = (z + config.initial_noise * noise).masked_fill(~mask, float("-inf"))
-        initial_order = keys.argsort(dim=1, descending=True, stable=True)
+    initial_order = _initial_order(config, utility, mask, random_keys, g)
     slate = initial_order[:, :T]
     slate_utility = utility.gather(1, slate)
+    if world is not None and world.interacts:  # what the user sees is the contextual utility
+        effects = world.effects(gather_items(items, slate), slate_utility, slate_mask)
+        slate_utility = world.contextual_utility(slate_utility, effects).to(utility.dtype)
     graded = None
     if thresholds is not None:
         graded = grades(slate_utility, thresholds).masked_fill(~slate_mask, 0.0)
@@ -260,20 +282,45 @@ def generate_split(
     return SlateData(inputs, slate, labels, utility, slate_mask)
 
 
-def grade_thresholds(config: WorkloadConfig, value_model: HiddenValueModel, seed: int) -> torch.Tensor:
-    """Utility quantiles (GRADE_QUANTILES) of the world's candidates, from a calibration draw.
-
-    The draw has its own stream, so the thresholds (and every split's grades) do not depend
-    on the split sizes.
-    """
+def _calibration_draw(
+    config: WorkloadConfig, value_model: HiddenValueModel, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CALIBRATION_LISTS full lists from their own stream: (items [L, S, F], context-free utility [L, S])."""
     device = value_model.weight.device
     g = torch.Generator(device=device).manual_seed(_calibration_seed(seed))
     S, U, F = config.candidates, config.user_dim, config.item_dim
     user = torch.randn(CALIBRATION_LISTS, U, generator=g, device=device)
     items = torch.randn(CALIBRATION_LISTS, S, F, generator=g, device=device)
     items[:, :, -1] = items[:, :, :-1].sum(dim=-1)
-    utility = value_model.utility(user, items).flatten()
-    return torch.quantile(utility, torch.tensor(GRADE_QUANTILES, device=device, dtype=utility.dtype))
+    return items, value_model.utility(user, items)
+
+
+def grade_thresholds(
+    config: WorkloadConfig, value_model: HiddenValueModel, seed: int, world: World | None = None
+) -> torch.Tensor:
+    """Utility quantiles (GRADE_QUANTILES) of the world's candidates, from a calibration draw.
+
+    The draw has its own stream, so the thresholds (and every split's grades) do not depend
+    on the split sizes. In an interaction world (``world``, calibrated) the quantiles are those of the
+    contextual utilities of a displayed slate: each calibration list's first T candidates (a random slate,
+    since candidates are drawn alike) in that order.
+    """
+    items, utility = _calibration_draw(config, value_model, seed)
+    if world is not None and world.interacts:
+        T = config.slate_length
+        shown, utility = items[:, :T], utility[:, :T]
+        displayed = torch.ones_like(utility, dtype=torch.bool)
+        utility = world.contextual_utility(utility, world.effects(shown, utility, displayed)).to(items.dtype)
+    utility = utility.flatten()
+    return torch.quantile(utility, torch.tensor(GRADE_QUANTILES, device=utility.device, dtype=utility.dtype))
+
+
+def make_world(config: WorkloadConfig, value_model: HiddenValueModel, seed: int) -> World:
+    """The config's world, its scale set from the calibration draw (the independent world needs no draw)."""
+    world = world_of(config)
+    if not world.interacts:
+        return world
+    return calibrated(world, _calibration_draw(config, value_model, seed)[1])
 
 
 def needs_grades(config: WorkloadConfig) -> bool:
@@ -288,6 +335,7 @@ class Workload:
     value_model: HiddenValueModel | None = None  # None for real (LETOR) data
     source: str = "synthetic"
     info: dict | None = None  # what was loaded (files, fitted initial ranker); recorded with the results
+    world: World | None = None  # how displayed items change each other's value (synthetic data only)
 
     def to(self, device: torch.device | str) -> Workload:
         """The same data on ``device`` (one copy per tensor)."""
@@ -298,7 +346,17 @@ class Workload:
             value_model=self.value_model.to(device) if self.value_model is not None else None,
             source=self.source,
             info=self.info,
+            world=self.world,
         )
+
+    def oracle_scores(self, batch: SlateBatch) -> torch.Tensor:
+        """[B, L] scores whose order is the best order the truth knows (the oracle's): the true utilities in the
+        independent world; in an interaction world, the best order of the displayed slate (bench.worlds)."""
+        if self.value_model is None:
+            raise ValueError("this workload does not know the true utilities (real data)")
+        if self.world is None or not self.world.interacts:
+            return self.value_model.score(batch)
+        return best_order_scores(self.world, self.value_model.score, batch, self.test.slate.shape[1])
 
     def describe(self) -> dict:
         """Sizes of what the cell actually used (goes into the record's ``data``)."""
@@ -314,6 +372,7 @@ class Workload:
             "slate_length": test.slate.shape[1],
             "mean_displayed": test.slate_mask.sum(dim=1).double().mean().item(),
             "mean_clicks_or_relevant": (test.labels > 0).sum(dim=1).double().mean().item(),
+            **(self.world.describe() if self.world is not None and self.world.interacts else {}),
             **(self.info or {}),
         }
 
@@ -328,14 +387,15 @@ def generate(config: WorkloadConfig, seed: int, device: torch.device | str = "cp
 def _generate_on_cpu(config: WorkloadConfig, seed: int) -> Workload:
     g = torch.Generator(device=DATA_DEVICE).manual_seed(seed)
     value_model = HiddenValueModel.create(config.user_dim, config.item_dim, g)
-    thresholds = grade_thresholds(config, value_model, seed) if needs_grades(config) else None
+    world = make_world(config, value_model, seed)
+    thresholds = grade_thresholds(config, value_model, seed, world) if needs_grades(config) else None
     sizes = {
         "train": config.batch_size * config.batches,
         "valid": config.valid_slates,
         "test": config.test_slates,
     }
-    splits = {s: generate_split(config, value_model, n, seed, s, thresholds) for s, n in sizes.items()}
-    return Workload(value_model=value_model, **splits)
+    splits = {s: generate_split(config, value_model, n, seed, s, thresholds, world) for s, n in sizes.items()}
+    return Workload(value_model=value_model, world=world, **splits)
 
 
 def digest(workload: Workload) -> str:

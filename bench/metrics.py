@@ -53,7 +53,7 @@ def judged(labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
     return relevant(labels, mask).any(dim=1)
 
 
-def _ranked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def ranked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Item indices best first; padding last; ties by slate position."""
     return scores.masked_fill(~mask, NEG_INF).argsort(dim=1, descending=True, stable=True)
 
@@ -81,18 +81,18 @@ def reciprocal_rank(slate_scores: torch.Tensor, labels: torch.Tensor, mask: torc
     """[N] float64: 1 / rank of the best-ranked relevant item (0 without one); ties by display position."""
     mask = _real(slate_scores, mask)
     rel = relevant(labels, mask)
-    in_order = rel.gather(1, _ranked(slate_scores, mask))
+    in_order = rel.gather(1, ranked(slate_scores, mask))
     rank = 1 + in_order.to(torch.int8).argmax(dim=1)  # argmax returns the first relevant position
     return torch.where(rel.any(dim=1), 1.0 / rank.to(torch.float64), 0.0)
 
 
-def _discounts(length: int, device: torch.device) -> torch.Tensor:
+def discounts(length: int, device: torch.device) -> torch.Tensor:
     return 1.0 / torch.log2(torch.arange(2, length + 2, device=device, dtype=torch.float64))
 
 
 def dcg_at_k(ordered_gains: torch.Tensor, k: int) -> torch.Tensor:
     top = ordered_gains[:, :k].to(torch.float64)
-    return (top * _discounts(top.shape[1], top.device)).sum(dim=1)
+    return (top * discounts(top.shape[1], top.device)).sum(dim=1)
 
 
 def has_gain(gains: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ def ndcg_at_k(scores: torch.Tensor, gains: torch.Tensor, k: int, mask: torch.Ten
     """
     mask = _real(scores, mask)
     gains = gains.masked_fill(~mask, 0.0)
-    dcg = dcg_at_k(gains.gather(1, _ranked(scores, mask)), k)
+    dcg = dcg_at_k(gains.gather(1, ranked(scores, mask)), k)
     ideal = dcg_at_k(gains.sort(dim=1, descending=True).values, k)
     return torch.where(ideal > 0, dcg / ideal.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
 
@@ -120,7 +120,7 @@ def average_precision_at_k(
     """[N] AP@k: sum_{i <= k, item i relevant} precision@i / min(#relevant, k); 0 without relevant items."""
     mask = _real(scores, mask)
     rel = relevant(labels, mask).to(torch.float64)
-    top = rel.gather(1, _ranked(scores, mask))[:, :k]
+    top = rel.gather(1, ranked(scores, mask))[:, :k]
     precision = top.cumsum(dim=1) / torch.arange(1, top.shape[1] + 1, device=top.device, dtype=torch.float64)
     denominator = rel.sum(dim=1).clamp(max=k)
     return torch.where(denominator > 0, (precision * top).sum(dim=1) / denominator.clamp_min(1), 0.0)
@@ -132,7 +132,7 @@ def precision_at_k(
     """[N] relevant items among the top k / min(k, number of real items)."""
     mask = _real(scores, mask)
     rel = relevant(labels, mask).to(torch.float64)
-    hits = rel.gather(1, _ranked(scores, mask))[:, :k].sum(dim=1)
+    hits = rel.gather(1, ranked(scores, mask))[:, :k].sum(dim=1)
     return hits / mask.sum(dim=1).clamp(min=1, max=k).to(torch.float64)
 
 

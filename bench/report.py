@@ -12,16 +12,15 @@ from bench.plots import write_plots
 from bench.records import STATUSES, latest_records
 from bench.stats import SIGNIFICANCE
 from bench.tables import (
-    AXIS_COLUMNS,
     AXIS_LABELS,
     AXIS_METRICS,
     CONTENDED_MARK,
     NOT_COMPARABLE,
     PEAK_MEMORY,
     PRIMARY,
-    REFERENCE_MODELS,
     REFERENCE_RULE,
     UNSTABLE_MARK,
+    axis_metrics,
     axis_table,
     column_header,
     format_value,
@@ -32,6 +31,8 @@ from bench.tables import (
     ranking_table,
     records_frame,
     reference_point,
+    reference_roles,
+    shown_axes,
     swept_axes,
 )
 
@@ -56,6 +57,12 @@ def _describe_point(record: dict[str, Any], axes_fixed: dict[str, Any] | None = 
         click_model = w.get("click_model", "best")
         parts.append(f"{click_model} clicks" + (f" (eta {w.get('eta')})" if click_model == "position-biased" else ""))
         parts.append(f"labels {w.get('labels', 'clicks')}")
+        world = w.get("world", "independent")
+        if world != "independent":
+            parts.append(
+                f"world {world} (strength {w['world_strength']:g}, {w['world_topics']} topics, "
+                f"window {w['world_window']})"
+            )
         data = "synthetic: " + ", ".join(parts)
     return (
         f"{data}; batch {w['batch_size']} x {w['batches']} batches x {t['epochs']} epochs; {w['candidates']} "
@@ -81,25 +88,45 @@ def _conditions_line(records: list[dict[str, Any]]) -> str:
     return f"Conditions: {verdict}; the largest share of a cell's CPU time taken by other work was {worst:.0%}."
 
 
+# What "How to read this" says of the values made of per-slate values (the catalog's ``per_slate``), where shown.
+PER_SLATE_INTERVALS = (
+    " With one seed, {names}: the normal interval (± 1.96·sd/√n) over the test slates of the record's per-slate "
+    "values; a ratio of sums (the regret share: summed regret over summed headroom) by the delta method."
+)
+PER_SLATE_TESTS = (
+    "; {names} (the overview's Δ slate_regret_share where the list matters, and † in axis tables): the paired "
+    "t-test on the per-slate values (regrets) of the same test slates"
+)
+
+
+def _per_slate_text(frame: pd.DataFrame, template: str) -> str:
+    """``template`` naming the values in the tables that are made of per-slate values; empty where there are none."""
+    names = [m.name for m in catalog.entries() if m.per_slate is not None and m.name in frame.columns]
+    return template.format(names=", ".join(names)) if names else ""
+
+
 def how_to_read(frame: pd.DataFrame, baseline: str) -> list[str]:
     """The report's conventions, then what each value its tables show means, from the metric catalog."""
     whole_list = ", ".join(m.name for m in catalog.entries() if m.ranks_undisplayed)
+    intervals, tests = (_per_slate_text(frame, template) for template in (PER_SLATE_INTERVALS, PER_SLATE_TESTS))
     lines = [
         "## How to read this",
         "",
         "- **Intervals** are 95%. Accuracy: with one seed, slate_acc's interval is the normal-approximation "
         "binomial interval over test slates; with several seeds, the mean over seeds ± the Student-t interval of "
-        "that mean. Speeds and latencies: each cell keeps its timing samples (blocks of training steps, blocks of "
-        "inference passes, single requests); a table shows the median of the samples of every seed pooled (seeds "
-        "change the data, not the speed) ± the half-width of the median's distribution-free 95% interval (order "
-        "statistics; none below 6 samples); latency p95 and p99 likewise, each with its own interval. "
+        f"that mean.{intervals} Speeds and latencies: each cell keeps its timing samples (blocks "
+        "of training steps, blocks of inference passes, single requests); a table shows the median of the samples "
+        "of every seed pooled (seeds change the data, not the speed) ± the half-width of the median's "
+        "distribution-free 95% interval (order statistics; none below 6 samples); latency p95 and p99 likewise, "
+        "each with its own interval. "
         f"`{UNSTABLE_MARK}` marks a speed whose interval reaches further than ±5% of its value, or that has no "
         f"interval (too noisy to compare at 5%); `{CONTENDED_MARK}` marks one measured while other processes took "
         "more than 10% of the CPU time the cell's threads could use (the record's `conditions`): compare it with "
         "nothing.",
         f"- **Δ slate_acc vs {baseline}** and **p**: a paired comparison with the baseline on the same data seeds. "
         "One seed: per-slate paired difference on the same test slates (interval mean ± 1.96·sd/√n) with "
-        "McNemar's exact test. Several seeds: the per-seed differences, Student-t interval and a paired t-test. "
+        f"McNemar's exact test{tests}. Several seeds: the per-seed differences, Student-t interval "
+        "and a paired t-test. "
         f"`*` (overview) and `†` (axis tables) mark p < {SIGNIFICANCE}. **Bold** marks the best model in each "
         "column.",
         f"- **{NOT_COMPARABLE}** (not comparable): {whole_list} "
@@ -157,7 +184,7 @@ def _overview(at_reference: pd.DataFrame, axes: list[str], baseline: str) -> lis
     right = ("left",) + ("right",) * (headline.shape[1] - 1)  # numbers line up on the right, names on the left
     lines += [headline.to_markdown(index=False, colalign=right), ""]
     options = {m: g["_record"].iloc[0]["config"]["model_kwargs"] for m, g in at_reference.groupby("model")}
-    references = [f"`{name}` {role}" for name, role in REFERENCE_MODELS.items() if name in options]
+    references = [f"`{name}` {role}" for name, role in reference_roles(at_reference).items()]
     lines += [
         f"Sorted by {PRIMARY}; * marks a difference from `{baseline}` significant at p < {SIGNIFICANCE}. "
         f"Speeds: medians of the timing samples (their 95% intervals in the table below); {UNSTABLE_MARK} "
@@ -179,7 +206,7 @@ def _across(frame: pd.DataFrame, axis: str, reference: dict[str, Any], baseline:
         data = data[data[other] == value]
     fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
     lines = [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
-    for column in AXIS_METRICS:
+    for column in axis_metrics(frame):
         if column not in data or data[column].isna().all() and (data["status"] == "ok").any():
             continue
         lines += [f"### {column_header(frame, column)}", ""]
@@ -188,9 +215,9 @@ def _across(frame: pd.DataFrame, axis: str, reference: dict[str, Any], baseline:
     return lines
 
 
-def _every_cell(frame: pd.DataFrame) -> list[str]:
-    columns = ["model", "seed", *AXIS_COLUMNS, "status", "slate_acc", "train_samples_per_s", "latency_b1_p50_ms",
-               PEAK_MEMORY, "wall_seconds"]  # fmt: skip
+def _every_cell(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    columns = ["model", "seed", *shown_axes(frame, axes), "status", "slate_acc", "train_samples_per_s",
+               "latency_b1_p50_ms", PEAK_MEMORY, "wall_seconds"]  # fmt: skip
     table = frame[[c for c in columns if c in frame]].copy()
     for c in (*AXIS_METRICS, "wall_seconds"):
         if c in table:
@@ -232,7 +259,7 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
         for caption, name in plots:
             lines += [f"![{caption}]({name})", ""]
     if axes or frame["seed"].nunique() > 1:
-        lines += _every_cell(frame)
+        lines += _every_cell(frame, axes)
     lines += _failures(frame)
     return "\n".join(lines + how_to_read(frame, baseline))
 

@@ -37,6 +37,40 @@ def paired_slates(hits_a: np.ndarray, hits_b: np.ndarray) -> tuple[float, float,
     return float(diff.mean()), float(half), float(p)
 
 
+def slate_estimate(numerator: np.ndarray, denominator: np.ndarray | None = None) -> tuple[float, float]:
+    """A value over test slates and the half-width of its 95% normal interval: the mean of ``numerator``, or the
+    ratio of the sums of ``numerator`` and ``denominator`` (delta method: a ratio of two means varies as
+    (numerator - ratio x denominator) / mean(denominator) does). nan where the denominator sums to <= 0 and, for
+    the half-width, below two slates."""
+    values = np.asarray(numerator, dtype=float)
+    if denominator is None:
+        ratio, spread = float(values.mean()) if len(values) else math.nan, values
+    else:
+        total = float(np.sum(denominator))
+        if not total > 0:
+            return math.nan, math.nan
+        ratio = float(values.sum()) / total
+        spread = (values - ratio * np.asarray(denominator, dtype=float)) / (total / len(values))
+    half = Z95 * spread.std(ddof=1) / math.sqrt(len(spread)) if len(spread) > 1 else math.nan
+    return ratio, float(half)
+
+
+def paired_values(
+    values_a: np.ndarray, values_b: np.ndarray, denominator: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Per-slate paired comparison on one test split of a mean (or of a ratio of sums over the same
+    ``denominator``): difference, 95% half-width (``slate_estimate`` of the per-slate differences), and the
+    two-sided p-value of the paired t-test on those differences (a ratio's difference is 0 exactly when their
+    mean is)."""
+    diff = np.asarray(values_a, dtype=float) - np.asarray(values_b, dtype=float)
+    estimate, half = slate_estimate(diff, denominator)
+    if len(diff) < 2:
+        return estimate, half, math.nan
+    if np.all(diff == diff[0]):
+        return estimate, half, 1.0 if diff[0] == 0 else 0.0
+    return estimate, half, float(stats.ttest_1samp(diff, 0.0).pvalue)
+
+
 def two_proportion_p(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
     """Two-sided p-value of the pooled two-proportion z-test (two accuracies on different slates)."""
     if not n_a or not n_b:

@@ -76,7 +76,7 @@ def build_runnable(cell: Any, workload: Any, device: torch.device) -> Subject:
         value_model = getattr(workload, "value_model", None)
         if value_model is None:
             raise ValueError(f"model {cell.model!r} needs true utilities, which this workload does not have")
-        utility_fn = value_model.score
+        utility_fn = workload.oracle_scores  # in a world where the list matters: each slate's best order
     inputs = workload.test.inputs
     model = construct(cell, inputs.user.shape[1], inputs.items.shape[2], utility_fn)
     dropout_modules = None

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from bench.catalog import Direction, header, is_quality, lookup, short_header, shown_value
+from bench.config import NEUTRAL_FIELDS
 from bench.options import cell_axes, config_path
-from bench.records import slate_hits
+from bench.records import paired_slate_values, slate_hits, slate_interval
 from bench.stats import (
     SIGNIFICANCE,
     binomial_interval,
@@ -34,6 +35,10 @@ AXIS_COLUMNS = [axis.name for axis in AXES]
 AXIS_LABELS = {axis.name: axis.title for axis in AXES}
 # Columns of the per-axis tables; headers and directions come from the metric catalog.
 AXIS_METRICS = ("slate_acc", "train_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
+# What a model's order is worth in a world where the list matters (bench/worlds.py): shown after slate_acc, in the
+# overview and in every "Across" section, by a run that holds such a world (``list_matters``).
+VALUE_METRICS = ("slate_value", "slate_regret_share")
+WORLD = ("workload", "world")  # the config path of the cell's world; its neutral value is the independent world
 # The headline's measurement columns, after the accuracy ones.
 HEADLINE_MEASUREMENTS = ("train_samples_per_s", "infer_samples_per_s", "latency_b1_p50_ms", PEAK_MEMORY)
 PRIMARY = "slate_acc"  # the headline's accuracy, with its interval and its paired delta vs the baseline
@@ -72,10 +77,44 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _config_value(config: dict[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at ``path`` in a record's config; None where the record has none (one written before the field)."""
+    """The value at ``path`` in a record's config; where the record has none (one written before the field), the
+    field's neutral value (``NEUTRAL_FIELDS``: what such a record did), else None."""
+    value: Any = config
     for part in path:
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
+        value = value.get(part) if isinstance(value, dict) else None
+    return NEUTRAL_FIELDS.get(path) if value is None else value
+
+
+def reference_roles(frame: pd.DataFrame) -> dict[str, str]:
+    """What each reference model of the run is; where the list matters, the oracle orders each slate best."""
+    roles = {name: role for name, role in REFERENCE_MODELS.items() if name in set(frame["model"])}
+    if "oracle" in roles and list_matters(frame):
+        roles["oracle"] = "is the ceiling (it puts each displayed slate in its best order in the cell's world)"
+    return roles
+
+
+def list_matters(frame: pd.DataFrame) -> bool:
+    """Whether a cell of the run ran in a world where displayed items change each other's value."""
+    return bool((frame[WORLD[1]] != NEUTRAL_FIELDS[WORLD]).any())
+
+
+def axis_metrics(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The columns of each "Across" table: AXIS_METRICS, with the VALUE_METRICS after slate_acc where the list
+    matters."""
+    if not list_matters(frame):
+        return AXIS_METRICS
+    return (AXIS_METRICS[0], *VALUE_METRICS, *AXIS_METRICS[1:])
+
+
+def shown_axes(frame: pd.DataFrame, axes: list[str]) -> list[str]:
+    """The axis columns of the "Every cell" table: the swept ``axes``, and every other axis except one that holds its
+    neutral value throughout (a field added later, unused by the run, says nothing)."""
+
+    def unused(axis: Any) -> bool:
+        path = config_path(axis)
+        return path in NEUTRAL_FIELDS and bool((frame[axis.name] == NEUTRAL_FIELDS[path]).all())
+
+    return [a.name for a in AXES if a.name in axes or not unused(a)]
 
 
 def metric_names(frame: pd.DataFrame) -> list[str]:
@@ -144,7 +183,8 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
     the data, not the speed), their median (latency p95/p99: that percentile) and the half-width of its
     order-statistic interval (none where the samples are too few for that quantile); records without
     samples (schema 1): the median of their single figures, no interval. Anything else: the mean over
-    seeds with its Student-t interval; one seed's slate_acc gets the binomial interval over its test slates.
+    seeds with its Student-t interval; one seed's slate_acc gets the binomial interval over its test slates, and
+    one seed's value made of per-slate values (slate_value...) the normal interval over its test slates.
     """
     ok = group[group["status"] == "ok"]
     note = _status_text(group[group["status"] != "ok"]) if len(ok) < len(group) else None
@@ -161,6 +201,9 @@ def summarize(group: pd.DataFrame, column: str) -> tuple[float, float, str | Non
         judged = ok["judged_slates"].iloc[0] if "judged_slates" in ok else math.nan
         slates = int(ok["test_slates"].iloc[0] if pd.isna(judged) else judged)
         return values[0], binomial_interval(values[0], slates), note
+    if len(values) == 1 and entry is not None and entry.per_slate is not None:
+        half = slate_interval(ok["_record"].iloc[0], entry)
+        return values[0], math.nan if half is None else half, note
     mean, half = mean_interval(values)
     return mean, half, note
 
@@ -221,7 +264,9 @@ def quality_text(group: pd.DataFrame, metric: str) -> str:
 
 
 def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str = "slate_acc"):
-    """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None."""
+    """Paired comparison on shared data seeds: (difference, half-width, p-value, test name) or None. One seed:
+    slate_acc by McNemar on the per-slate hits, a value made of per-slate values by the paired t-test on them;
+    several seeds: the paired t-test on the per-seed values."""
     a = model[model["status"] == "ok"].set_index("seed")
     b = base[base["status"] == "ok"].set_index("seed")
     seeds = sorted(set(a.index) & set(b.index))
@@ -232,9 +277,20 @@ def compare_with_baseline(model: pd.DataFrame, base: pd.DataFrame, column: str =
         if hits_a is None or hits_b is None or len(hits_a) != len(hits_b):
             return None
         return (*paired_slates(hits_a, hits_b), "McNemar")
+    entry = lookup(column)
+    if len(seeds) == 1 and entry is not None and entry.per_slate is not None:
+        paired = paired_slate_values(a.loc[seeds[0], "_record"], b.loc[seeds[0], "_record"], entry)
+        return None if paired is None else (*paired, "paired t")
     if len(seeds) < 2:
         return None
     return (*paired_seeds(a.loc[seeds, column].tolist(), b.loc[seeds, column].tolist()), "paired t")
+
+
+def paired_test(column: str) -> bool:
+    """Whether a column is compared with the baseline in tables (†): slate_acc, and values made of per-slate
+    values (their paired t-test)."""
+    entry = lookup(column)
+    return column == PRIMARY or entry is not None and entry.per_slate is not None
 
 
 def _memory_column(frame: pd.DataFrame) -> str:
@@ -307,6 +363,7 @@ def headline_metrics(frame: pd.DataFrame) -> list[str]:
         + at_most_5("ndcg")
         + at_most_5("map")
         + [n for n in ("mrr", "regret") if n in names]
+        + [n for n in VALUE_METRICS[1:] if n in names and list_matters(frame)]
     )
 
 
@@ -332,15 +389,9 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
         row["params"] = f"{int(params.iloc[0]):,}" if len(params) else "–"
         for metric in metrics:
             row[metric] = quality_text(group, metric)
-        delta = compare_with_baseline(group, base) if model != baseline and not base.empty else None
-        if delta:
-            diff, half, p, _ = delta
-            mark = "*" if p < SIGNIFICANCE else ""
-            row[f"Δ slate_acc vs {baseline}"] = f"{diff:+.3f} ± {half:.3f}{mark}"
-            row["p"] = f"{p:.2g}"
-        else:
-            row[f"Δ slate_acc vs {baseline}"] = "–"
-            row["p"] = "–"
+        for column, p_column in delta_columns(frame).items():
+            delta = compare_with_baseline(group, base, column) if model != baseline and not base.empty else None
+            row[f"Δ {column} vs {baseline}"], row[p_column] = _delta_text(delta)
         for column in (
             "train_samples_per_s",
             "infer_samples_per_s",
@@ -361,6 +412,21 @@ def overview_table(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
                 row[column_header(frame, column)] = speed_text(group, column)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def delta_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """The overview's paired comparisons with the baseline, each with its p column: slate_acc and, where the list
+    matters, the regret share."""
+    return {PRIMARY: "p", **{column: f"p ({column})" for column in VALUE_METRICS[1:] if list_matters(frame)}}
+
+
+def _delta_text(delta: tuple | None) -> tuple[str, str]:
+    """A difference ± its half-width (* where significant) and its p-value, or dashes without a comparison."""
+    if not delta or math.isnan(delta[0]):
+        return "–", "–"
+    diff, half, p, _ = delta
+    mark = "*" if p < SIGNIFICANCE else ""
+    return f"{diff:+.3f} ± {half:.3f}{mark}", f"{p:.2g}"
 
 
 REFERENCE_RULE = "each swept axis at its smallest value" + "".join(
@@ -390,8 +456,10 @@ def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:
 
 
 def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, higher_is_better: bool) -> pd.DataFrame:
-    """Models as rows, the axis's values as columns; best per column in bold."""
-    values = sorted(frame[axis].unique())
+    """Models as rows, the axis's values as columns (sorted; an axis of choices in their declared order, the
+    independent world first); best per column in bold."""
+    choices = next(a for a in AXES if a.name == axis).choice_names()
+    values = sorted(frame[axis].unique(), key=lambda v: (choices.index(v) if v in choices else -1, v))
     cells: dict[str, dict[Any, str]] = {}
     means: dict[Any, dict[str, float]] = {v: {} for v in values}
     for model, group in frame.groupby("model", sort=False):
@@ -406,9 +474,9 @@ def axis_table(frame: pd.DataFrame, axis: str, column: str, baseline: str, highe
                 cells[model][value] = note or "–"
                 continue
             text = _with_interval(mean, half, 3 if column == "slate_acc" else None) + speed_marks(at, column)
-            if column == "slate_acc" and model != baseline:
+            if paired_test(column) and model != baseline:
                 base = frame[(frame["model"] == baseline) & (frame[axis] == value)]
-                delta = compare_with_baseline(at, base) if not base.empty else None
+                delta = compare_with_baseline(at, base, column) if not base.empty else None
                 if delta and delta[2] < SIGNIFICANCE:
                     text += " †"
             if note:

@@ -40,13 +40,14 @@ class InitialOrderReranker(nn.Module):
 
 @register("oracle", permutation_equivariant=True, trainable=False, needs_utility=True)
 class OracleReranker(nn.Module):
-    """Ceiling: scores every item with its true utility (synthetic data only).
+    """Ceiling: scores every item so that its order is the best the truth knows (synthetic data only).
 
-    ``utility_fn(batch) -> [B, L]`` is supplied by whoever knows the truth (the benchmark
-    passes the synthetic workload's hidden value model). Without one the model still
-    constructs (for listings and parameter counts) but cannot score. It is as
-    permutation-equivariant as its utility function; the synthetic value model is (it sees
-    the list only through per-feature mean, std and max).
+    ``utility_fn(batch) -> [B, L]`` is supplied by whoever knows the truth: the benchmark passes the
+    synthetic workload's true utilities, or, in a world where displayed items change each other's value,
+    scores that put each displayed slate in its best order. Without one the model still constructs (for
+    listings and parameter counts) but cannot score. It is as permutation-equivariant as its utility
+    function; the synthetic ones are (they see the list through per-feature mean, std and max, and the
+    displayed slate through the initial ranks).
     """
 
     def __init__(self, user_dim: int, item_dim: int, utility_fn: UtilityFn | None = None) -> None:

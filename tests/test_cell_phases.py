@@ -25,7 +25,7 @@ def test_the_phases_by_hand_give_the_record_of_run_cell(mlp_cell):
     serving = phases.serving_sampler(run, built, workload.test)
     phases.train_phase(run, built, workload, serving, on_epoch=None)
     assert len(run.record["history"]["train_loss"]) == 2 and serving.bursts == 2  # one burst after each epoch
-    phases.evaluate_phase(run, built, workload.test, synthetic=True)
+    phases.evaluate_phase(run, built, workload.test, workload)
     assert run.record["per_slate"]["slate_hits"]
     phases.serve_phase(run, serving)
     assert len(run.timings["latency_b1_ms"]["samples"]) == mlp_cell.measure.latency_requests

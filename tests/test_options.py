@@ -26,12 +26,13 @@ def test_sweep_file_keys_are_unchanged():
     # and the measurement's own sizes (MeasureConfig).
     later = {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout"}
     measure = {"latency_requests", "throughput_blocks", "min_block_seconds"}
-    assert FILE_KEYS == FORMER_FILE_KEYS | later | measure
+    worlds = {"world", "world_strength", "world_topics", "world_window"}
+    assert FILE_KEYS == FORMER_FILE_KEYS | later | measure | worlds
 
 
 def test_axes_keep_the_product_order():
     assert [a.name for a in axes()] == [
-        "models", "loss", "lr", "batch_size", "slate_length", "user_dim", "item_dim", "candidates"
+        "models", "world", "loss", "lr", "batch_size", "slate_length", "user_dim", "item_dim", "candidates"
     ]  # fmt: skip
 
 

@@ -140,9 +140,9 @@ def test_evaluate_judges_only_slates_with_a_relevant_item():
     utility = torch.tensor([[3.0, 1, 2, 0], [1, 2, 3, 0], [1, 3, 2, 0], [2, 1, 3, 0]])
     data = SlateData(inputs, slate, labels, utility)
     scores = torch.tensor([[3.0, 2, 1, 0]]).expand(n, S)  # always ranks item 0 first
-    metrics, hits = evaluate(scores, data)
+    metrics, per_slate = evaluate(scores, data)
     assert metrics["judged_slates"] == 2 and metrics["test_slates"] == 4
-    assert hits.tolist() == [True, False]
+    assert per_slate["slate_hits"].tolist() == [True, False]
     assert metrics["slate_acc"] == 0.5 and metrics["mrr"] == pytest.approx((1 + 1 / 2) / 2)
     assert metrics["regret"] == pytest.approx((0 + 2 + 2 + 1) / 4)  # over every slate
     ks = [k for k in RANK_KS if k <= T]  # k beyond the slate length repeats the slate-length value

@@ -97,6 +97,7 @@ def print_dry_run(cells: list[CellConfig], run_dir: Path, run_config: RunConfig)
     rows = [
         (
             c.model,
+            c.workload.world,
             c.train.loss,
             c.seed,
             c.workload.batch_size,
@@ -109,7 +110,19 @@ def print_dry_run(cells: list[CellConfig], run_dir: Path, run_config: RunConfig)
         )
         for c in cells
     ]
-    headers = ["model", "loss", "seed", "batch", "slate T", "candidates S", "user dim", "item dim", "key", "action"]
+    headers = [
+        "model",
+        "world",
+        "loss",
+        "seed",
+        "batch",
+        "slate T",
+        "candidates S",
+        "user dim",
+        "item dim",
+        "key",
+        "action",
+    ]
     typer.echo(tabulate(rows, headers=headers))
     todo = len(plan.todo)
     typer.echo(f"{len(cells)} cells: {todo} to run, {len(cells) - todo} already recorded in {run_dir}")

@@ -30,9 +30,10 @@ def compare(
 ) -> None:
     """Per-cell changes of every metric; exits 1 on a regression (worse beyond the threshold and significant:
     speeds by Mann-Whitney U on the medians (or p95s, p99s) of the stretches of time their samples were taken
-    in, Holm-corrected across the speed values; slate_acc by McNemar or two-proportion), and when nothing was
-    compared or cells of the reference are missing from the run checked. One run per side cannot separate a
-    speed change from drift between runs: `bench ab` gives speed verdicts."""
+    in, Holm-corrected across the speed values; slate_acc by McNemar or two-proportion; slate_value and the slate
+    regrets by a paired t-test on their per-slate values), and when nothing was compared or cells of the
+    reference are missing from the run checked. One run per side cannot separate a speed change from drift
+    between runs: `bench ab` gives speed verdicts."""
     for run_dir in (run_a, run_b):
         if not (run_dir / RECORDS_FILE).is_file():
             fail(f"{run_dir} has no {RECORDS_FILE}")
