@@ -250,9 +250,9 @@ class CellConfig:
     # never see the test split. Not a user option.
     eval_split: str = "test"
     cpu_dropout: str = option(
-        "torch",
-        "Dropout every model trains with on CPU: stock PyTorch's, or masks cut from bulk random bits "
-        "(rerankers/dropout.py).",
+        "auto",
+        "Dropout every model trains with on CPU: stock PyTorch's, masks cut from bulk random bits "
+        "(rerankers/dropout.py), or auto: bulk where torch draws its CPU masks serially.",
         MEASUREMENT,
         choices=CPU_DROPOUTS,
     )

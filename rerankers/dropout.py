@@ -1,15 +1,16 @@
-"""Dropout whose CPU training masks are cut from bulk random bits.
+"""Dropout whose CPU training masks are cut from bulk random bits, and the harness's choice between it and torch's.
 
-Where torch does not use MKL's parallel Bernoulli (it does only on Intel CPUs, in builds with
-MKL), it draws a dropout mask one Mersenne-Twister number per element, serially: on a 2-core AMD EPYC that is
-about a third of the founding transformer's training step. Filling 64-bit words with random
-bits is several times cheaper per element, and each word gives four 16-bit lanes, so the
-mask costs a fraction as much. The drop probability is then a multiple of 1/65536 (0.1 becomes
-6554/65536 = 0.100006); survivors are scaled by the inverse keep probability, so a layer's
-expected output is unchanged, exactly as with ``nn.Dropout``.
+Torch draws a CPU dropout mask one Mersenne-Twister number per element, serially, except where it uses MKL's
+parallel Bernoulli: builds with MKL on Intel CPUs, before torch 2.7 (pytorch PR 146174 turned that path off in
+public builds "until https://github.com/pytorch/pytorch/issues/132395 is addressed"). Serial masks were about a
+third of the founding transformer's training step on a 2-core AMD EPYC and 40% on a 2-core Intel Xeon with torch
+2.13 and MKL (where one and two threads draw them equally fast). Filling 64-bit words with random bits is several
+times cheaper per element, and each word gives four 16-bit lanes, so the mask costs a fraction as much. The drop
+probability is then a multiple of 1/65536 (0.1 becomes 6554/65536 = 0.100006); survivors are scaled by the inverse
+keep probability, so a layer's expected output is unchanged, exactly as with ``nn.Dropout``.
 
-Intel CPUs with MKL and other devices keep torch's own dropout (parallel there); eval mode is the
-identity.
+Only float32 tensors on CPU in training mode take the bit path: other devices and dtypes keep torch's own dropout,
+and eval mode is the identity.
 """
 
 from __future__ import annotations
@@ -29,31 +30,44 @@ def lane_drop_count(p: float) -> int:
     return round(p * LANES)
 
 
+def bulk_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``x`` with elements dropped with probability p (a multiple of 1/65536) and survivors scaled: the mask cut
+    from bulk random bits, whatever device or dtype (the caller decides where that pays)."""
+    drops = lane_drop_count(p)
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
+    lanes = words.random_(-(1 << 63), None).view(torch.int16)[: x.numel()].view(x.shape)
+    # lane - (threshold - 1) is >= 1 for a kept element and <= 0 for a dropped one, so the
+    # clamp gives exactly 1 or 0 (bool -> float conversion is the slow way to get there).
+    threshold = _LANE_MIN + drops
+    mask = lanes.to(x.dtype).sub_(threshold - 1).clamp_(0.0, 1.0).mul_(LANES / (LANES - drops))
+    return x * mask
+
+
+def takes_bits(x: torch.Tensor) -> bool:
+    """Whether the bulk kernel draws ``x``'s mask: float32 on CPU (a bf16 mask could not hold the lane values)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32
+
+
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` with a cheaper mask on CPU; same module interface and state."""
+    """``nn.Dropout`` with masks cut from bulk random bits for float32 CPU tensors; same interface and state."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p in (0.0, 1.0) or self.inplace or not _bits_are_cheaper(x):
+        if not self.training or self.p in (0.0, 1.0) or self.inplace or not takes_bits(x):
             return super().forward(x)
-        drops = lane_drop_count(self.p)
-        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
-        lanes = words.random_(-(1 << 63), None).view(torch.int16)[: x.numel()].view(x.shape)
-        # lane - (threshold - 1) is >= 1 for a kept element and <= 0 for a dropped one, so the
-        # clamp gives exactly 1 or 0 (bool -> float conversion is the slow way to get there).
-        threshold = _LANE_MIN + drops
-        mask = lanes.to(torch.float32).sub_(threshold - 1).clamp_(0.0, 1.0).mul_(LANES / (LANES - drops))
-        return x * mask
-
-
-def _bits_are_cheaper(x: torch.Tensor) -> bool:
-    # float32 only: a bf16 mask could not hold the lane values exactly.
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch_bernoulli_is_serial()
+        return bulk_dropout(x, self.p)
 
 
 @functools.cache
 def torch_bernoulli_is_serial() -> bool:
-    """Whether torch draws CPU Bernoulli masks one element at a time: unless built with MKL and on Intel."""
-    return not (torch.backends.mkl.is_available() and "intel" in _cpu_vendor().lower())
+    """Whether this torch draws CPU Bernoulli masks one element at a time: always from torch 2.7 on (public
+    builds), before that unless built with MKL and on an Intel CPU."""
+    parallel_path = torch.backends.mkl.is_available() and "intel" in _cpu_vendor().lower()
+    return not parallel_path or _torch_version() >= (2, 7)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def _cpu_vendor() -> str:
@@ -67,20 +81,32 @@ def _cpu_vendor() -> str:
     return platform.processor()
 
 
-CPU_DROPOUTS = ("torch", "bulk")  # torch: nn.Dropout as stock PyTorch has it; bulk: ``Dropout`` above
+CPU_DROPOUTS = {
+    "auto": "bulk where torch's own CPU masks are drawn serially, else torch",
+    "torch": "stock PyTorch nn.Dropout",
+    "bulk": "masks cut from bulk random bits",
+}
+
+
+def resolved_cpu_dropout(kind: str) -> str:
+    """The implementation a setting stands for on this machine: ``auto`` is ``bulk`` where torch's CPU Bernoulli
+    is serial, else ``torch``."""
+    if kind not in CPU_DROPOUTS:
+        raise ValueError(f"unknown CPU dropout {kind!r} (known: {', '.join(CPU_DROPOUTS)})")
+    if kind == "auto":
+        return "bulk" if torch_bernoulli_is_serial() else "torch"
+    return kind
 
 
 def use_cpu_dropout(module: nn.Module, kind: str) -> int:
-    """Make every dropout module inside ``module`` the ``kind`` implementation, with its p kept.
+    """Make every dropout module inside ``module`` the implementation ``kind`` stands for, with its p kept.
 
     The harness calls it on every model it builds (plugins included), so that all models train with
     the same dropout; a model never chooses. Returns how many dropout modules the model has.
-    Dropout called as a function (``F.dropout``, attention-weight dropout inside
-    ``nn.MultiheadAttention``) is not a module and stays torch's.
+    Dropout called as a function (``F.dropout``) is not a module and stays torch's; attention-weight dropout
+    follows the setting where the harness's attention runs the model's attention modules (bench/fast_attention.py).
     """
-    if kind not in CPU_DROPOUTS:
-        raise ValueError(f"unknown CPU dropout {kind!r} (known: {', '.join(CPU_DROPOUTS)})")
-    wanted = Dropout if kind == "bulk" else nn.Dropout
+    wanted = Dropout if resolved_cpu_dropout(kind) == "bulk" else nn.Dropout
     count = 0
     for parent in module.modules():
         for name, child in parent.named_children():
@@ -93,4 +119,4 @@ def use_cpu_dropout(module: nn.Module, kind: str) -> int:
 
 def cpu_dropout_kernel(kind: str) -> str:
     """What actually draws fp32 CPU training masks under the setting ``kind`` on this machine."""
-    return "bulk-bits" if kind == "bulk" and torch_bernoulli_is_serial() else "torch"
+    return "bulk-bits" if resolved_cpu_dropout(kind) == "bulk" else "torch"

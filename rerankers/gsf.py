@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 
 import torch
 from torch import nn
@@ -115,21 +117,22 @@ class GSF(nn.Module):
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         rows, length = batch.mask.shape
         g = self.group_size
+        # [g, B, L, h]: each slot's part of the first layer, per item (contiguous per slot, for the gathers below);
+        # the user's part joins the first slot's per item, before the groups multiply the rows
+        per_slot = self.item_in(batch.items).view(rows, length, g, self.width).permute(2, 0, 1, 3).contiguous()
+        parts = [self.user_in(batch.user).unsqueeze(1) + per_slot[0], *per_slot[1:]]
         if math.perm(length, g) <= self.max_groups:
-            members = self._exact_groups(length, batch.items.device).unsqueeze(0).expand(rows, -1, -1)
+            exact = self._exact_groups(length, batch.items.device)  # the same groups for every list
+            gathered = [part.index_select(1, exact[:, slot]) for slot, part in enumerate(parts)]
+            members = exact.unsqueeze(0).expand(rows, -1, -1)
             valid = batch.mask.gather(1, members.reshape(rows, -1)).view(rows, -1, g).all(dim=-1)
         else:
             members, valid = self._sampled_groups(batch)
+            index = members.unsqueeze(-1).expand(-1, -1, -1, self.width)  # [B, G, g, h]
+            gathered = [part.gather(1, index[:, :, slot]) for slot, part in enumerate(parts)]
+        hidden = functools.reduce(operator.add, gathered)  # [B, G, h]: each group's first-layer sum
         groups = members.shape[1]
-        per_slot = self.item_in(batch.items).view(rows, length, g, self.width)
-        hidden = self.user_in(batch.user).unsqueeze(1)  # [B, 1, h], broadcast over the groups
-        for slot in range(g):
-            index = members[:, :, slot].unsqueeze(-1).expand(-1, -1, self.width)
-            hidden = hidden + per_slot[:, :, slot].gather(1, index)
-        # Only the valid groups go through the net: batch norm's statistics must not see padding.
-        outputs = hidden.new_zeros(rows, groups, g)
-        if valid.any():
-            outputs[valid] = self.net(hidden[valid])
+        outputs = self._score_groups(hidden, valid).view(rows, groups, g)
         flat = members.reshape(rows, groups * g)
         weight = valid.unsqueeze(-1).expand(-1, -1, g).reshape(rows, -1)
         totals = torch.zeros(rows, length, device=outputs.device, dtype=outputs.dtype).scatter_add(
@@ -137,3 +140,17 @@ class GSF(nn.Module):
         )
         counts = torch.zeros_like(totals).scatter_add(1, flat, weight.to(outputs.dtype))
         return mask_padding(totals / counts.clamp_min(1.0), batch.mask)
+
+    def _score_groups(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[B, G, g] the net's scores of the valid groups (0 for the others), from their first-layer sums [B, G, h].
+
+        Only the valid groups go through the net: batch norm's statistics must not see padding. When every group
+        is valid (no padding), they go as they lie, in the same order, without gathering them first.
+        """
+        rows, groups, _ = hidden.shape
+        if bool(valid.all()):
+            return self.net(hidden.reshape(rows * groups, self.width)).view(rows, groups, -1)
+        outputs = hidden.new_zeros(rows, groups, self.group_size)
+        if valid.any():
+            outputs[valid] = self.net(hidden[valid])
+        return outputs

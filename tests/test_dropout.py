@@ -16,8 +16,8 @@ from rerankers.dropout import LANES, Dropout, lane_drop_count, use_cpu_dropout
 
 @pytest.fixture(autouse=True)
 def bits_path(monkeypatch):
-    # The bit path is taken where torch's own CPU Bernoulli is serial (not on Intel with MKL);
-    # these tests check it whatever CPU runs them.
+    # ``auto`` takes the bit path where torch's own CPU Bernoulli is serial (not with MKL on Intel before torch
+    # 2.7); these tests check it whatever CPU and torch run them.
     monkeypatch.setattr(dropout_module, "torch_bernoulli_is_serial", lambda: True)
 
 
@@ -71,23 +71,32 @@ def test_seeded_masks_repeat_and_eval_is_the_identity():
     assert torch.equal(train_dropout(0.0)(x), x)
 
 
-def test_where_torch_bernoulli_is_parallel_torch_dropout_is_used(monkeypatch):
-    monkeypatch.setattr(dropout_module, "torch_bernoulli_is_serial", lambda: False)
-    x = torch.randn(300, 40)
-    torch.manual_seed(4)
-    ours = train_dropout(0.1)(x)
-    torch.manual_seed(4)
-    assert torch.equal(ours, nn.functional.dropout(x, 0.1, training=True))
+@pytest.mark.parametrize("serial, module, kernel", [(True, Dropout, "bulk-bits"), (False, nn.Dropout, "torch")])
+def test_auto_takes_the_bits_only_where_torch_bernoulli_is_serial(monkeypatch, serial, module, kernel):
+    monkeypatch.setattr(dropout_module, "torch_bernoulli_is_serial", lambda: serial)
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+    assert use_cpu_dropout(net, "auto") == 1 and type(net[1]) is module
+    assert dropout_module.cpu_dropout_kernel("auto") == kernel
+    assert dropout_module.cpu_dropout_kernel("bulk") == "bulk-bits"  # bulk is the bits wherever it runs
+    assert dropout_module.cpu_dropout_kernel("torch") == "torch"
 
 
 @pytest.mark.parametrize(
-    ("vendor", "mkl", "serial"),
-    [("GenuineIntel", True, False), ("AuthenticAMD", True, True), ("GenuineIntel", False, True), ("", True, True)],
+    ("vendor", "mkl", "version", "serial"),
+    [
+        ("GenuineIntel", True, "2.6.0+cpu", False),  # MKL's parallel Bernoulli, before torch 2.7
+        ("GenuineIntel", True, "2.7.1", True),  # turned off in public builds from 2.7 on
+        ("GenuineIntel", True, "2.13.0+cpu", True),
+        ("AuthenticAMD", True, "2.6.0", True),
+        ("GenuineIntel", False, "2.6.0", True),
+        ("", True, "2.6.0", True),
+    ],
 )
-def test_bit_path_only_where_torch_bernoulli_is_serial(monkeypatch, vendor, mkl, serial):
+def test_torch_bernoulli_is_serial_except_mkl_on_intel_before_2_7(monkeypatch, vendor, mkl, version, serial):
     monkeypatch.undo()  # the real classifier, not the fixture's
     monkeypatch.setattr(dropout_module, "_cpu_vendor", lambda: vendor)
     monkeypatch.setattr(torch.backends.mkl, "is_available", lambda: mkl)
+    monkeypatch.setattr(torch, "__version__", version)
     dropout_module.torch_bernoulli_is_serial.cache_clear()
     try:
         assert dropout_module.torch_bernoulli_is_serial() is serial
@@ -146,23 +155,22 @@ def dropout_plugin():
     rerankers.unregister("test-dropout-probe")
 
 
-@pytest.mark.parametrize("setting, used", [("torch", nn.Dropout), ("bulk", Dropout)])
+@pytest.mark.parametrize("setting, used", [("torch", nn.Dropout), ("bulk", Dropout), ("auto", Dropout)])
 def test_a_cell_trains_every_model_with_the_setting_and_records_it(smoke_cell, dropout_plugin, setting, used):
     record = run_cell(smoke_cell("test-dropout-probe", cpu_dropout=setting, model_kwargs={}))
     assert record["status"] == "ok", record["error"]
     assert SEEN_DROPOUT_TYPES and set(SEEN_DROPOUT_TYPES) == {used}
     env = record["environment"]
     assert env["cpu_dropout"] == setting and env["dropout_modules"] == 1
-    assert env["cpu_dropout_kernel"] == (
-        "bulk-bits" if setting == "bulk" and dropout_module.torch_bernoulli_is_serial() else "torch"
-    )
+    assert env["cpu_dropout_kernel"] == ("torch" if setting == "torch" else "bulk-bits")  # the fixture: serial
 
 
-def test_the_default_setting_keeps_earlier_keys():
+def test_torch_keeps_earlier_keys_and_the_default_auto_has_its_own():
     cell = CellConfig(model="mlp")
-    assert cell.cpu_dropout == "torch"
-    assert cell.key() == "26b08de29cdd27b0"  # the key this cell had before the setting existed
-    assert replace(cell, cpu_dropout="bulk").key() != cell.key()
+    assert cell.cpu_dropout == "auto"
+    torch_cell = replace(cell, cpu_dropout="torch")
+    assert torch_cell.key() == "26b08de29cdd27b0"  # the key this cell had before the setting existed
+    assert len({torch_cell.key(), cell.key(), replace(cell, cpu_dropout="bulk").key()}) == 3
     with pytest.raises(ConfigError, match="unknown cpu dropout 'fast'"):
         validate(replace(cell, cpu_dropout="fast"))
 
