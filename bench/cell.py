@@ -199,6 +199,7 @@ def model_phase(run: CellRun, workload: Workload) -> Subject:
     run.record["model_properties"] = {"scores_undisplayed_meaningfully": spec.scores_undisplayed_meaningfully}
     built = build_runnable(run.cell, workload, run.device)
     run.record["environment"]["dropout_modules"] = built.dropout_modules
+    run.record["environment"]["attention_modules"] = built.attention_modules
     run.measurements["parameters"] = measure.parameter_count(built.model)
     measure.reset_peak_memory(run.device)
     return built
@@ -236,7 +237,10 @@ def train_phase(
             "train_loss": result.train_loss,
             "valid_slate_acc": result.valid_slate_acc,
             "selected_epoch": result.selected_epoch,
+            "stop_epoch": result.stop_epoch,
+            "stopped_early": result.stop_epoch < cell.train.epochs,
         }
+        run.record["environment"]["optimizer"] = result.optimizer
         run.timings["train_samples_per_s"] = timing_summary(result.block_rates, result.epoch_blocks)
         x.update(
             train_samples_per_s=run.timings["train_samples_per_s"]["median"],

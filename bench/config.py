@@ -191,6 +191,14 @@ class TrainConfig:
         choices=SELECTIONS,
         noun="selection rule",
     )
+    patience: int | None = option(
+        None,
+        "Early stopping: stop once this many epochs in a row bring no better validation slate_acc than the best "
+        "so far (default: train every epoch).",
+        MODELS,
+        minimum=1,
+        maximum=INT_LIMIT,
+    )
 
 
 @dataclass(frozen=True)
@@ -309,6 +317,7 @@ NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("compile",): False,
     ("eval_split",): "test",
     ("train", "select"): "last",
+    ("train", "patience"): None,
     ("cpu_dropout",): "torch",
     ("workload", "slate_min"): None,
     ("workload", "initial_noise"): None,

@@ -170,6 +170,7 @@ def run_timed(job: dict[str, Any]) -> dict[str, Any]:
     out.update(time_serving(subject, cell, job, device))
     out["deterministic"] = deterministic(subject, cell)
     out["dropout_modules"] = subject.dropout_modules
+    out["attention_modules"] = getattr(subject, "attention_modules", None)  # a side's Subject may predate it
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     return out

@@ -53,6 +53,7 @@ class Subject:
     runnable: torch.nn.Module
     trainable: bool  # baselines (random, initial, oracle) train nothing and may have no parameter at all
     dropout_modules: int | None  # dropout modules given the cell's CPU dropout (None: the cell names none)
+    attention_modules: int | None = None  # nn.MultiheadAttention modules run by rerankers.attention.Attention
 
 
 def construct(cell: Any, user_dim: int, item_dim: int, utility_fn: Any = None) -> torch.nn.Module:
@@ -65,8 +66,9 @@ def construct(cell: Any, user_dim: int, item_dim: int, utility_fn: Any = None) -
 
 
 def build_runnable(cell: Any, workload: Any, device: torch.device) -> Subject:
-    """The cell's model from the registry, with the cell's CPU dropout, on ``device``, with its precision and
-    compile applied: the same for every model, plugins included."""
+    """The cell's model from the registry, with the cell's CPU dropout (its dropout modules and the attention
+    weights' dropout of its ``nn.MultiheadAttention`` modules, which ``rerankers.attention.Attention`` runs), on
+    ``device``, with its precision and compile applied: the same for every model, plugins included."""
     from bench.accel import prepare
     from rerankers import get_spec
 
@@ -79,12 +81,18 @@ def build_runnable(cell: Any, workload: Any, device: torch.device) -> Subject:
         utility_fn = workload.oracle_scores  # in a world where the list matters: each slate's best order
     inputs = workload.test.inputs
     model = construct(cell, inputs.user.shape[1], inputs.items.shape[2], utility_fn)
-    dropout_modules = None
+    dropout_modules = attention_modules = None
     if getattr(cell, "cpu_dropout", None) is not None:
         from rerankers.dropout import use_cpu_dropout
 
         dropout_modules = use_cpu_dropout(model, cell.cpu_dropout)
+        try:
+            from rerankers.attention import use_attention
+        except ImportError:  # a revision before the harness's attention (bench ab imports a side's rerankers)
+            pass
+        else:
+            attention_modules = use_attention(model, cell.cpu_dropout)
     model = model.to(device)
     runnable = prepare(model, cell.precision, cell.compile)
     trainable = spec.trainable and any(p.requires_grad for p in model.parameters())
-    return Subject(workload, model, runnable, trainable, dropout_modules)
+    return Subject(workload, model, runnable, trainable, dropout_modules, attention_modules)

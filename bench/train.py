@@ -31,6 +31,8 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     valid_slate_acc: list[float] = field(default_factory=list)
     selected_epoch: int = 0  # 1-based epoch whose weights the model holds after training
+    stop_epoch: int = 0  # the last epoch trained (1-based): the configured epochs, unless patience ran out before
+    optimizer: str = ""  # optimizer_path: which implementation of Adam ran
     steady_samples: int = 0
     steady_seconds: float = 0.0
     warmup_seconds: float = 0.0
@@ -60,11 +62,19 @@ def score_split(model: nn.Module, data: SlateData, batch_size: int) -> torch.Ten
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The founding optimiser (Adam, amsgrad); one fused kernel on CUDA, multi-tensor on CPU."""
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.Adam(
-        model.parameters(), lr=config.lr, amsgrad=config.amsgrad, fused=fused, foreach=None if fused else True
-    )
+    """The founding optimiser (Adam, amsgrad): its fused kernel, one pass over each parameter's state, where torch
+    has one for the device (CUDA; CPU from torch 2.4), else its multi-tensor (foreach) path."""
+    parameters = list(model.parameters())
+    try:
+        return torch.optim.Adam(parameters, lr=config.lr, amsgrad=config.amsgrad, fused=True)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return torch.optim.Adam(parameters, lr=config.lr, amsgrad=config.amsgrad, foreach=True)
+
+
+def optimizer_path(optimizer: torch.optim.Optimizer) -> str:
+    """Which of Adam's implementations ``optimizer`` runs: ``fused``, ``foreach`` or ``for-loop``."""
+    defaults = optimizer.defaults
+    return "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "for-loop"
 
 
 def train_step(model: nn.Module, batch: SlateData, optimizer: torch.optim.Optimizer, loss_fn) -> torch.Tensor:
@@ -84,6 +94,40 @@ def valid_slate_acc(model: nn.Module, data: SlateData, batch_size: int) -> float
     return hits[judged(data.labels, data.slate_mask)].float().mean().item()
 
 
+@dataclass
+class EpochSelection:
+    """Which epoch's weights the model ends with (``select``), and whether patience has run out: ``patience``
+    epochs in a row without a better validation slate_acc than the best so far (None: never)."""
+
+    select: str
+    epochs: int
+    patience: int | None = None
+    best_acc: float = -math.inf
+    best_epoch: int = 0
+    selected_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def after(self, epoch: int, valid_acc: float, model: nn.Module) -> bool:
+        """Record 1-based ``epoch``'s validation; True when training should stop after it."""
+        improved = valid_acc > self.best_acc  # a tie keeps the earlier epoch
+        if improved:
+            self.best_acc, self.best_epoch = valid_acc, epoch
+        stop = self.patience is not None and epoch - self.best_epoch >= self.patience
+        last = epoch == self.epochs or stop
+        if self.select == "last":
+            self.selected_epoch = epoch
+        elif improved:
+            self.selected_epoch = epoch
+            # Only a copy that a later epoch may need: the final epoch's weights are in the model already.
+            self.best_state = None if last else copy_state(model)
+        return stop
+
+    def restore(self, model: nn.Module) -> None:
+        """The selected epoch's weights, where they are not the model's already."""
+        if self.select == "best" and self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
 def train(
     model: nn.Module,
     train_data: SlateData,
@@ -93,7 +137,8 @@ def train(
     on_epoch: EpochCallback | None = None,
     timing_blocks: int = TIMING_BLOCKS,
 ) -> TrainResult:
-    """Train for ``config.epochs`` epochs, timing the steady-state steps in blocks.
+    """Train for ``config.epochs`` epochs (fewer when ``config.patience`` runs out), timing the steady-state steps
+    in blocks.
 
     The first ``warmup_steps`` steps of epoch 0 are warm-up (timed apart). The remaining steps of each
     epoch are cut into blocks of about equal length, about ``timing_blocks`` blocks over the whole
@@ -103,12 +148,11 @@ def train(
     device = next(model.parameters()).device
     loss_fn = get_loss(config.loss)
     optimizer = make_optimizer(model, config)
-    result = TrainResult()
+    result = TrainResult(optimizer=optimizer_path(optimizer))
     batches = list(train_data.batches(batch_size))
     warmup = min(config.warmup_steps, len(batches) - 1)
-    best_acc, best_state = -math.inf, None
-    steady_steps = config.epochs * len(batches) - warmup
-    steps_per_block = max(1, steady_steps // timing_blocks)
+    selection = EpochSelection(config.select, config.epochs, config.patience)
+    steps_per_block = max(1, (config.epochs * len(batches) - warmup) // timing_blocks)
     model.train()
     for epoch in range(config.epochs):
         loss_sum = torch.zeros((), device=device)
@@ -131,15 +175,13 @@ def train(
         valid_acc = valid_slate_acc(model, valid_data, batch_size)
         result.train_loss.append(epoch_loss)
         result.valid_slate_acc.append(valid_acc)
-        if config.select == "last" or valid_acc > best_acc:  # a tie keeps the earlier epoch
-            best_acc, result.selected_epoch = valid_acc, epoch + 1
-            # Only a copy that a later epoch may need: the final epoch's weights are in the model already.
-            last = epoch + 1 == config.epochs
-            best_state = None if config.select == "last" or last else copy_state(model)
+        stop = selection.after(epoch + 1, valid_acc, model)
+        result.selected_epoch, result.stop_epoch = selection.selected_epoch, epoch + 1
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_loss, valid_acc)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stop:
+            break
+    selection.restore(model)
     return result
 
 

@@ -34,13 +34,24 @@ def bulk_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """``x`` with elements dropped with probability p (a multiple of 1/65536) and survivors scaled: the mask cut
     from bulk random bits, whatever device or dtype (the caller decides where that pays)."""
     drops = lane_drop_count(p)
-    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
-    lanes = words.random_(-(1 << 63), None).view(torch.int16)[: x.numel()].view(x.shape)
+    lanes = _random_words((x.numel() + 3) // 4, x.device).view(torch.int16)[: x.numel()].view(x.shape)
     # lane - (threshold - 1) is >= 1 for a kept element and <= 0 for a dropped one, so the
     # clamp gives exactly 1 or 0 (bool -> float conversion is the slow way to get there).
     threshold = _LANE_MIN + drops
     mask = lanes.to(x.dtype).sub_(threshold - 1).clamp_(0.0, 1.0).mul_(LANES / (LANES - drops))
     return x * mask
+
+
+_WORDS: dict[torch.device, torch.Tensor] = {}  # one buffer of random words per device, grown as needed
+
+
+def _random_words(count: int, device: torch.device) -> torch.Tensor:
+    """``count`` 64-bit words of fresh random bits, in a buffer kept between calls: a mask's words are read once,
+    into the mask, before the next mask is drawn, and allocating megabytes anew at every call costs page faults."""
+    buffer = _WORDS.get(device)
+    if buffer is None or buffer.numel() < count:
+        buffer = _WORDS[device] = torch.empty(count, dtype=torch.int64, device=device)
+    return buffer[:count].random_(-(1 << 63), None)
 
 
 def takes_bits(x: torch.Tensor) -> bool:

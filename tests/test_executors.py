@@ -4,6 +4,7 @@ class's own check of the run; planning imports no executor."""
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,8 @@ from bench.executor import InlineExecutor, ProcessExecutor
 from bench.executor_registry import current_spelling, executor_choices, executor_class
 from bench.ray_executor import RayExecutor
 from bench.runner import make_executor
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_registry_names_each_executor_and_its_class():
@@ -73,3 +76,27 @@ def test_the_deprecated_flags_still_work(tmp_path, args):
         app, ["run", "--models", "mlp", "--profile", "smoke", "--dry-run", *args, "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_the_process_server_preloads_what_a_cells_flop_count_would_import():
+    """A cell process is forked from a server that imported PRELOAD: its FLOP count (every trainable cell makes
+    one) then imports nothing more, where it would otherwise import torch._dynamo and sympy (~1.7 s per cell)."""
+    from bench.executor import PRELOAD
+
+    script = f"""
+import importlib, sys
+for name in {PRELOAD!r}:
+    importlib.import_module(name)
+import torch
+from bench.flops import count_flops
+from rerankers import SlateBatch
+before = set(sys.modules)
+model = torch.nn.Linear(3, 1)
+batch = SlateBatch(torch.zeros(2, 1), torch.randn(2, 4, 3), torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4))
+model.forward = lambda b, f=model.forward: f(b.items).squeeze(-1)
+count_flops(model, batch)
+print(sorted(set(sys.modules) - before))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

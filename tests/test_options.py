@@ -24,7 +24,7 @@ FORMER_FILE_KEYS = {
 def test_sweep_file_keys_are_unchanged():
     # Later additions: the training settings that TrainConfig always had, reachable since the tuning issue,
     # and the measurement's own sizes (MeasureConfig).
-    later = {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout"}
+    later = {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout", "patience"}
     measure = {"latency_requests", "throughput_blocks", "min_block_seconds"}
     worlds = {"world", "world_strength", "world_topics", "world_window"}
     assert FILE_KEYS == FORMER_FILE_KEYS | later | measure | worlds

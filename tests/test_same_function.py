@@ -1,11 +1,14 @@
 """Faster implementations keep the model's definition: the same parameters and the same function, up to float error,
 as a straightforward implementation of it, on fixed inputs, in train and eval mode, with and without padding."""
 
+import copy
+
 import pytest
 import torch
 
 import rerankers
 from rerankers import SlateBatch, mask_padding
+from rerankers.attention import _SAFE_SOFTMAX, use_attention
 
 
 def fixed_lists(rows: int, length: int, padded: bool, seed: int = 0) -> SlateBatch:
@@ -71,3 +74,54 @@ def test_gsf_is_its_plain_definition(length, group_size, padded, training):
     assert len(fast_grads) == len(plain_grads) == (len(list(model.parameters())) if training else 0)
     for a, b in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def attention_pair(dropout: float, seed: int = 0):
+    torch.manual_seed(seed)
+    plain = torch.nn.MultiheadAttention(8, 2, dropout=dropout, batch_first=True)
+    fast = copy.deepcopy(plain)
+    assert use_attention(fast, "torch") == 1 and type(fast).__name__ == "Attention"
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    return plain, fast
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float"])
+@pytest.mark.parametrize("self_attention", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_attention_is_multihead_attention(mask_kind, self_attention, dropout):
+    """Training forward and backward equal to nn.MultiheadAttention's, a list of only padding included (0 out);
+    with torch's dropout for the weights, the same masks (the same draws in the same order)."""
+    plain, fast = attention_pair(dropout)
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(4, 5, 8, generator=g)
+    keys = query if self_attention else torch.randn(4, 3, 8, generator=g)
+    padding = torch.zeros(4, keys.shape[1], dtype=torch.bool)
+    padding[1], padding[2, 1:] = True, True
+    mask = {None: None, "bool": padding, "float": torch.zeros(padding.shape).masked_fill(padding, float("-inf"))}
+    path = fast._batch_first_path(query, keys, keys, mask[mask_kind], False, None, False)
+    assert path == (_SAFE_SOFTMAX is not None)  # the batch-first path is what is compared, where torch has it
+    outputs, grads = [], []
+    for module in (plain, fast):
+        q = query.clone().requires_grad_()
+        k = q if self_attention else keys.clone().requires_grad_()
+        torch.manual_seed(2)
+        out, weights = module(q, k, k, key_padding_mask=mask[mask_kind], need_weights=False)
+        out.pow(2).sum().backward()
+        assert weights is None
+        outputs.append(out.detach())
+        grads.append([q.grad, *(p.grad for p in module.parameters())])
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_attention_keeps_torch_forward_where_its_path_does_not_apply():
+    plain, fast = attention_pair(0.1)
+    x = torch.randn(2, 4, 8)
+    plain.eval(), fast.eval()
+    torch.testing.assert_close(fast(x, x, x)[0], plain(x, x, x)[0])  # eval, weights returned
+    assert fast(x, x, x)[1] is not None
+    fast.train()
+    torch.manual_seed(0)
+    with_weights = fast(x, x, x, need_weights=True)
+    assert with_weights[1] is not None  # the plain forward: weights asked for
