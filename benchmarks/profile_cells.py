@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import inspect
 import itertools
 import json
 import statistics
@@ -61,11 +63,21 @@ from bench.flops import count_flops, peak_flops
 from bench.losses import get_loss
 from bench.options import check_settings
 from bench.records import cpu_name, load_records
-from bench.subject import build_runnable
 from bench.sweep import build_cells
 from bench.train import make_optimizer, train_step
 from bench.workloads import load_workload
 from rerankers import get_spec, model_names
+
+ROOT = Path(__file__).resolve().parents[1]
+
+try:
+    from bench.subject import build_runnable
+except ImportError:  # a tree before bench/subject.py (PYTHONPATH=an older checkout): this repository's, by path
+    _spec = importlib.util.spec_from_file_location("_profile_subject", ROOT / "bench" / "subject.py")
+    _subject = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _subject
+    _spec.loader.exec_module(_subject)
+    build_runnable = _subject.build_runnable
 
 PARTS = ("dropout", "attention", "norm", "model (other)", "loss", "optimizer", "glue", "python & framework")
 LABELLED = ((nn.Dropout, "dropout"), (nn.MultiheadAttention, "attention"), ((nn.LayerNorm, nn.BatchNorm1d), "norm"))
@@ -78,6 +90,8 @@ CELL_PHASES = ("data_phase", "model_phase", "train_phase", "evaluate_phase", "se
 def cell_for(model: str, profile_name: str, settings: dict[str, Any]) -> CellConfig:
     """The cell `bench run --models MODEL --profile PROFILE` (plus ``settings``) runs on the CPU."""
     given = {"models": model, "profile": profile_name, "device": "cpu", **settings}
+    if "command_line" in inspect.signature(check_settings).parameters:  # a tree before bench/declare.py
+        return build_cells(check_settings(given, "--set", command_line=True))[0]
     return build_cells(check_settings(given))[0]
 
 
@@ -261,7 +275,8 @@ def timed_phases(into: dict[str, float]) -> Iterator[None]:
     """``bench.cell``'s phases, per-epoch validation and serving bursts timed into ``into`` (seconds)."""
     patched = [(cell_module, name) for name in CELL_PHASES]
     patched += [(train_module, "valid_slate_acc"), (measure.ServingSampler, "burst")]
-    originals = [(owner, name, getattr(owner, name)) for owner, name in patched]
+    # A tree whose cell has no such phases (before they were named) is timed where it has them.
+    originals = [(owner, name, getattr(owner, name)) for owner, name in patched if hasattr(owner, name)]
 
     def timing(name: str, function: Callable) -> Callable:
         def timed(*args, **kwargs):
@@ -283,31 +298,29 @@ def timed_phases(into: dict[str, float]) -> Iterator[None]:
 
 
 def cell_phases(cell: CellConfig) -> dict[str, Any]:
-    """One run of the cell, inline, each phase's seconds (the training phase split into its parts)."""
+    """One run of the cell, inline, each phase's seconds (the training phase split into its parts); None for a
+    phase the tree's cell does not name (before its phases were functions, all of it is in "other")."""
     seconds: dict[str, float] = {}
     with timed_phases(seconds):
         start = time.perf_counter()
         record = run_cell(cell)
         wall = time.perf_counter() - start
     x = record["measurements"]
-    bursts_in_training = seconds.get("burst", 0.0) - seconds.get("serve_phase", 0.0)  # serve_phase runs the last
+    bursts = seconds.get("burst", 0.0) - seconds.get("serve_phase", 0.0)  # serve_phase takes the last share
     training = {
         "steady steps": x.get("train_steady_seconds", 0.0),
         "warm-up steps": x.get("train_warmup_seconds", 0.0),
         "validation": seconds.get("valid_slate_acc", 0.0),
-        "serving bursts": max(0.0, bursts_in_training),
+        "serving bursts": max(0.0, bursts),
     }
-    training["rest"] = max(0.0, seconds.get("train_phase", 0.0) - sum(training.values()))
-    phases = {
-        "data": seconds.get("data_phase", 0.0),
-        "model": seconds.get("model_phase", 0.0),
-        **{f"train: {name}": value for name, value in training.items()},
-        "evaluate": seconds.get("evaluate_phase", 0.0),
-        "serving (end)": seconds.get("serve_phase", 0.0),
-        "FLOP counting": seconds.get("account_phase", 0.0),
-        "finish": seconds.get("finish", 0.0),
-    }
-    phases["other"] = max(0.0, wall - sum(phases.values()))
+    if "train_phase" in seconds:
+        training["rest"] = max(0.0, seconds["train_phase"] - sum(training.values()))
+    named = {"data": "data_phase", "model": "model_phase", "evaluate": "evaluate_phase"}
+    named |= {"serving (end)": "serve_phase", "FLOP counting": "account_phase", "finish": "finish"}
+    phases = {name: seconds.get(phase) for name, phase in list(named.items())[:2]}
+    phases |= {f"train: {name}": value for name, value in training.items()}
+    phases |= {name: seconds.get(phase) for name, phase in list(named.items())[2:]}
+    phases["other"] = max(0.0, wall - sum(v for v in phases.values() if v is not None))
     return {"wall_seconds": wall, "phases": phases, "status": record["status"], "epochs": cell.train.epochs}
 
 
@@ -379,7 +392,7 @@ def markdown(results: list[dict[str, Any]], overhead: dict[str, Any] | None) -> 
             phases = r["cell"]["phases"]
             lines.append(
                 f"| {r['model']} | {r['cell']['wall_seconds']:.1f} | "
-                + " | ".join(f"{phases[n]:.2f}" for n in names)
+                + " | ".join("-" if phases.get(n) is None else f"{phases[n]:.2f}" for n in names)
                 + " |"
             )
     if overhead:

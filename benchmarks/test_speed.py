@@ -7,6 +7,8 @@ Each pair is measured side by side in one run; benchmarks/summarize.py turns the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,10 @@ import founding
 import rerankers
 from bench.config import PROFILES, TrainConfig, WorkloadConfig
 from bench.data import HiddenValueModel, generate, generate_split
-from bench.losses import kl_divergence
+from bench.losses import get_loss, kl_divergence
+from bench.options import check_settings
+from bench.subject import build_runnable
+from bench.sweep import build_cells
 from bench.train import make_optimizer, train_step
 
 # The blog's data shape; the default profile's model sizes and batch (CPU).
@@ -25,6 +30,7 @@ DEFAULT = PROFILES["default"]
 BATCH = DEFAULT["workload"].batch_size
 OPTIONS = DEFAULT["model_kwargs"]
 STEPS = 10
+TRAINABLE = [name for name in rerankers.model_names() if rerankers.get_spec(name).trainable]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +66,13 @@ def test_generator_normals_only(benchmark):
 
 
 @pytest.fixture(scope="module")
-def batches():
-    config = WorkloadConfig(batch_size=BATCH, batches=STEPS, valid_slates=1, test_slates=1)
-    return list(generate(config, seed=0).train.batches(BATCH))
+def workload():
+    return generate(WorkloadConfig(batch_size=BATCH, batches=STEPS, valid_slates=1, test_slates=1), seed=0)
+
+
+@pytest.fixture(scope="module")
+def batches(workload):
+    return list(workload.train.batches(BATCH))
 
 
 def _model(name: str = "transformer") -> nn.Module:
@@ -92,26 +102,15 @@ def test_training_harness_loop(benchmark, batches):
 
 @pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs bare loop")
 def test_training_bare_loop(benchmark, batches):
-    model = _model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
-    model.train()
-
-    def epoch():
-        for batch in batches:
-            scores = model(batch.inputs).gather(1, batch.slate)
-            loss = nn.functional.kl_div(torch.log_softmax(scores, 1), batch.clicks, reduction="batchmean")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        return loss.item()
-
+    model = _model().train()
     benchmark.extra_info["samples"] = STEPS * BATCH
-    benchmark.pedantic(epoch, rounds=7, warmup_rounds=1)
+    benchmark.pedantic(_bare_epoch(model, batches), rounds=7, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs founding code")
-def test_transformer_harness(benchmark, batches):
-    test_training_harness_loop(benchmark, batches)
+def test_transformer_harness(benchmark, workload):
+    benchmark.extra_info["samples"] = STEPS * BATCH
+    benchmark.pedantic(_harness_epoch("transformer", workload), rounds=7, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group=f"training: transformer, {STEPS} steps of batch {BATCH}, harness vs founding code")
@@ -136,6 +135,58 @@ def test_transformer_founding(benchmark):
 
     benchmark.extra_info["samples"] = STEPS * BATCH
     benchmark.pedantic(epoch, rounds=7, warmup_rounds=1)
+
+
+def _bare_epoch(model: nn.Module, batches) -> Callable[[], float]:
+    """STEPS steps of a plain PyTorch loop: the founding loss and optimiser, nothing of the harness."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+
+    def epoch():
+        for batch in batches:
+            scores = model(batch.inputs).gather(1, batch.slate)
+            loss = nn.functional.kl_div(torch.log_softmax(scores, 1), batch.clicks, reduction="batchmean")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    return epoch
+
+
+def _harness_epoch(name: str, workload) -> Callable[[], float]:
+    """STEPS steps of a model as `bench run --profile default` trains it: the registry's model with the harness's
+    dropout, attention and optimiser, its loss and training step."""
+    cell = build_cells(check_settings({"models": name, "profile": "default", "device": "cpu"}))[0]
+    torch.manual_seed(0)
+    model = build_runnable(cell, workload, torch.device("cpu")).runnable.train()
+    optimizer, loss_fn = make_optimizer(model, cell.train), get_loss(cell.train.loss)
+    batches = list(workload.train.batches(BATCH))
+
+    def epoch():
+        loss_sum = torch.zeros(())
+        for batch in batches:
+            loss_sum += train_step(model, batch, optimizer, loss_fn)
+        return loss_sum.item()
+
+    return epoch
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_model_step_harness(benchmark, name, workload):
+    """Every registered model's training step as a default cell runs it, STEPS steps of the default batch: a
+    slower step of any model shows here, next to a bare loop of the same model."""
+    benchmark.group = f"training step: {name}, {STEPS} steps of batch {BATCH}, harness vs bare loop"
+    benchmark.extra_info.update(samples=STEPS * BATCH, steps=STEPS)
+    benchmark.pedantic(_harness_epoch(name, workload), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_model_step_bare(benchmark, name, workload):
+    """The same model from the registry, stock modules, in a bare PyTorch loop (torch's Adam and dropout)."""
+    model = _model(name).train()
+    benchmark.group = f"training step: {name}, {STEPS} steps of batch {BATCH}, harness vs bare loop"
+    benchmark.extra_info.update(samples=STEPS * BATCH, steps=STEPS)
+    benchmark.pedantic(_bare_epoch(model, list(workload.train.batches(BATCH))), rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group="inference latency at batch 1 (default profile sizes)")

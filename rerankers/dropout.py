@@ -46,12 +46,21 @@ _WORDS: dict[torch.device, torch.Tensor] = {}  # one buffer of random words per 
 
 
 def _random_words(count: int, device: torch.device) -> torch.Tensor:
-    """``count`` 64-bit words of fresh random bits, in a buffer kept between calls: a mask's words are read once,
-    into the mask, before the next mask is drawn, and allocating megabytes anew at every call costs page faults."""
+    """``count`` 64-bit words of fresh random bits, in a buffer kept between calls: eager autograd saves the mask,
+    never the words, which are read once, into the mask, before the next mask is drawn (and allocating megabytes
+    anew at every call costs page faults). A compiled graph may save the words instead and recompute the mask in
+    the backward pass, so there each call has its own."""
+    if _compiling():
+        return torch.empty(count, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     buffer = _WORDS.get(device)
     if buffer is None or buffer.numel() < count:
         buffer = _WORDS[device] = torch.empty(count, dtype=torch.int64, device=device)
     return buffer[:count].random_(-(1 << 63), None)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def takes_bits(x: torch.Tensor) -> bool:

@@ -191,3 +191,18 @@ def test_the_cli_sets_the_cpu_dropout_of_every_cell(tmp_path):
     keys = [line.split()[-2] for line in default.output.splitlines() if line.startswith(("mlp", "transformer"))]
     bulk_keys = [line.split()[-2] for line in bulk.output.splitlines() if line.startswith(("mlp", "transformer"))]
     assert len(keys) == len(bulk_keys) == 2 and not set(keys) & set(bulk_keys)
+
+
+def test_compiled_training_draws_each_mask_from_its_own_words():
+    """Eager masks reuse one buffer of random words; a compiled graph may save the words for its backward pass, so
+    under compile each mask has its own (with a shared buffer, the second mask's draw broke the first's backward)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), Dropout(0.1), nn.Linear(32, 32), Dropout(0.1), nn.Linear(32, 1))
+    compiled = torch.compile(net, backend="aot_eager")  # AOTAutograd without code generation: seconds
+    optimizer = torch.optim.Adam(net.parameters())
+    for _ in range(2):
+        loss = compiled(torch.randn(64, 8)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
