@@ -272,7 +272,18 @@ class CellConfig:
     def from_dict(cls, data: dict[str, Any]) -> CellConfig:
         nested = {"workload": WorkloadConfig, "train": TrainConfig, "measure": MeasureConfig}
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items() if k in known}
+        # A field the record predates takes the value that reproduces what the record did, not today's default
+        # (the CPU dropout's default changed from its neutral value), so the record keeps its key.
+        for path, neutral in NEUTRAL_FIELDS.items():
+            *parents, name = path
+            holder = values
+            for parent in parents:
+                holder = holder.get(parent) if isinstance(holder.get(parent), dict) else None
+                if holder is None:
+                    break
+            if holder is not None and name not in holder:
+                holder[name] = neutral
         for name, kind in nested.items():
             if name in values:
                 sub = {f.name for f in fields(kind)}
