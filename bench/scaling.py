@@ -160,7 +160,7 @@ def exponent_text(symbol: str, fit: Fit, expected: Fit) -> str:
         if fit.fitted
         else f"not fitted: {fit.reason}"
     )
-    flops = f"{symbol}^{expected.slope:.2f}" if not math.isnan(expected.slope) else "not counted"
+    flops = f"{symbol}^{expected.slope:.2f}" if not math.isnan(expected.slope) else "–"
     return f"{grown}; FLOPs {flops}"
 
 

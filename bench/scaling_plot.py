@@ -42,6 +42,8 @@ def _figure(line: pd.DataFrame, axis: str, path: Path) -> None:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = list(dict.fromkeys(line["model"]))
     for panel, cost in zip(panels, COSTS, strict=True):
+        panel.set_xscale("log")
+        panel.set_yscale("log")
         ends = []
         for index, model in enumerate(models):
             colour = colours[index % len(colours)]
@@ -49,8 +51,6 @@ def _figure(line: pd.DataFrame, axis: str, path: Path) -> None:
             if end is not None:
                 ends.append((*end, model, colour))
         _label_ends(panel, ends)
-        panel.set_xscale("log")
-        panel.set_yscale("log")
         panel.set_xlabel(AXIS_LABELS[axis])
         panel.set_ylabel(f"{cost.label} ({UNIT_NAMES[cost.label]})")
         panel.set_title(f"{cost.label} ~ {SHAPE_SYMBOLS[axis]}^k", fontsize=10)
@@ -108,5 +108,6 @@ def _label_ends(panel, ends: list[tuple[float, float, str, str, str]]) -> None:
             va="center",
             arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "alpha": 0.5},
         )
-    panel.set_xlim(right=max(x for x, *_ in ends) * 3.5)  # room for the labels
-    panel.set_ylim(top=max(panel.get_ylim()[1], math.exp(placed[-1]) * 1.3))
+    panel.set_xlim(right=max(x for x, *_ in ends) * 3.5)  # room for the labels on the right
+    bottom, top = panel.get_ylim()
+    panel.set_ylim(bottom, max(top, math.exp(placed[-1]) * 1.3))

@@ -137,3 +137,20 @@ def test_a_cell_beyond_its_budget_is_an_oom_record(tmp_path, faulty_plugin):
     (unlimited,) = load_records(tmp_path / "free" / "records.jsonl")
     assert unlimited["status"] == "ok" and unlimited["memory_budget"]["memory_limit_method"].startswith("none")
     assert resource.getrlimit(resource.RLIMIT_DATA) == own_budget  # the driver's own limit: untouched
+
+
+def test_the_scaling_plot_draws_each_shape_axis_with_three_values(tmp_path):
+    from bench.scaling_plot import write_scaling_plots
+    from bench.tables import PEAK_MEMORY
+
+    rows = []
+    for model, exponent in (("a", 1.0), ("b", 2.0)):
+        for x, samples in zip(AXIS, _timings(exponent, 0.05, 0.02, seed=3), strict=True):
+            rates = [1 / s for s in samples]
+            timings = {"train_samples_per_s": {"samples": rates}, "latency_b1_ms": {"samples": samples}}
+            record = {"timings": timings, "measurements": {"train_flops_per_sample": x**exponent}}
+            rows.append({"model": model, "status": "ok", "slate_length": x, "batch_size": 64, PEAK_MEMORY: 10.0 * x,
+                         "_record": record})  # fmt: skip
+    written = write_scaling_plots(pd.DataFrame(rows), ["slate_length"], tmp_path)
+    assert [name for _, name in written] == ["scaling_vs_slate_length.png"]
+    assert (tmp_path / "scaling_vs_slate_length.png").stat().st_size > 10_000
