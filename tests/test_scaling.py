@@ -120,22 +120,20 @@ def test_memory_sizes():
 
 def test_a_cell_beyond_its_budget_is_an_oom_record(tmp_path, faulty_plugin):
     """The budget is applied in the cell's own process (RLIMIT_DATA): torch's allocation beyond it fails there, and
-    the cell ends as an oom record with the allocator's message; the same cell without a budget trains."""
+    the cell ends as an oom record with the allocator's message; the same cell without a budget trains (both in one
+    run: a sweep file of two parts, one with a budget)."""
+    sweep = tmp_path / "budget.toml"
+    sweep.write_text('models = "test-exceeds-budget"\n[[sweep]]\nmemory_limit = "6GiB"\n[[sweep]]\nepochs = 1\n')
     tiny = ["--profile", "smoke", "--batches", "2", "--epochs", "1", "--batch-size", "16", "--valid-slates", "32"]
-    tiny += ["--test-slates", "32", "--executor", "process", "--out", str(tmp_path)]
+    tiny += ["--test-slates", "32", "--executor", "process", "--out", str(tmp_path), "--run-id", "r"]
     own_budget = resource.getrlimit(resource.RLIMIT_DATA)
-    limited = runner.invoke(
-        app, ["run", "--models", "test-exceeds-budget", *tiny, "--memory-limit", "6GiB", "--run-id", "limited"]
-    )
-    free = runner.invoke(app, ["run", "--models", "test-exceeds-budget", *tiny, "--run-id", "free"])
-    assert free.exit_code == 0, free.output
-    (record,) = load_records(tmp_path / "limited" / "records.jsonl")
-    assert limited.exit_code == 1 and record["status"] == "oom", record["error"]
-    assert "allocate" in record["error"]
-    assert record["memory_budget"]["memory_limit_method"] == "RLIMIT_DATA"
-    assert record["memory_budget"]["memory_limit_bytes"] == 6 * 1024**3
-    (unlimited,) = load_records(tmp_path / "free" / "records.jsonl")
-    assert unlimited["status"] == "ok" and unlimited["memory_budget"]["memory_limit_method"].startswith("none")
+    result = runner.invoke(app, ["run", "--sweep", str(sweep), *tiny])
+    assert result.exit_code == 1, result.output
+    limited, free = load_records(tmp_path / "r" / "records.jsonl")
+    assert limited["status"] == "oom" and "allocate" in limited["error"], limited["error"]
+    assert limited["memory_budget"]["memory_limit_method"] == "RLIMIT_DATA"
+    assert limited["memory_budget"]["memory_limit_bytes"] == 6 * 1024**3
+    assert free["status"] == "ok" and free["memory_budget"]["memory_limit_method"].startswith("none")
     assert resource.getrlimit(resource.RLIMIT_DATA) == own_budget  # the driver's own limit: untouched
 
 
