@@ -16,6 +16,7 @@ import torch
 
 from bench import measure
 from bench.accel import set_matmul_precision
+from bench.budget import memory_budget
 from bench.catalog import summarising
 from bench.conditions import CpuCounters, contention, read_counters
 from bench.config import CellConfig
@@ -306,16 +307,21 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     wall_start = time.perf_counter()
     run = start(cell)
     counters_before = read_counters()
+    budget: dict[str, Any] = {}
     try:
-        workload = data_phase(run)
-        built = model_phase(run, workload)
-        evaluated = workload.valid if cell.eval_split == "valid" else workload.test
-        serving = serving_sampler(run, built, evaluated)
-        train_phase(run, built, workload, serving, on_epoch)
-        evaluate_phase(run, built, evaluated, workload)
-        serve_phase(run, serving)
-        account_phase(run, built, evaluated)
+        # The budget ends before the error is written up, so that the write-up has memory to work with.
+        with memory_budget(cell.memory_limit, run.device) as applied:
+            budget.update(applied)
+            workload = data_phase(run)
+            built = model_phase(run, workload)
+            evaluated = workload.valid if cell.eval_split == "valid" else workload.test
+            serving = serving_sampler(run, built, evaluated)
+            train_phase(run, built, workload, serving, on_epoch)
+            evaluate_phase(run, built, evaluated, workload)
+            serve_phase(run, serving)
+            account_phase(run, built, evaluated)
     except Exception as error:  # a failed cell is a result, not a crash of the run
         run.record["status"] = _status_of(error)
         run.record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    run.record["memory_budget"] = budget
     return finish(run, counters_before, wall_start)

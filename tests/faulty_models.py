@@ -64,3 +64,17 @@ class AllocFails(_Base):
 
     def forward(self, batch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+
+@register("test-exceeds-budget")
+class ExceedsBudget(_Base):
+    """Asks torch for as many bytes as the process's memory budget (RLIMIT_DATA) allows in all, which the process
+    (already holding the interpreter and torch) cannot get under it; without a budget it scores as _Base does."""
+
+    def forward(self, batch):
+        import resource
+
+        budget = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        if budget != resource.RLIM_INFINITY:
+            torch.empty(budget, dtype=torch.uint8)
+        return self.score(batch)
