@@ -127,9 +127,11 @@ class InlineExecutor(Executor):
             raise ConfigError("--timeout needs the process or ray executor (an inline cell cannot be stopped)")
 
     def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
+        from bench.accel import release_between_cells
         from bench.cell import run_cell
 
         for cell in cells:
+            release_between_cells()  # no compiled graph, counter or cached CUDA block from the previous cell
             on_progress(Progress(cell))
             on_record(cell, run_cell(cell, _epoch_reporter(cell, on_progress)))
 

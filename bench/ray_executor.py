@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.conditions import usable_cores
+from bench.conditions import default_torch_threads, usable_cores
 from bench.config import CellConfig, ConfigError, RunConfig
 from bench.executor import Executor, OnProgress, OnRecord, Progress, timeout_record, worker_lost_record
 
@@ -51,9 +51,24 @@ def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> 
         ) from None
 
 
-def _run_cell_task(cell_dict: dict[str, Any]) -> dict[str, Any]:
+def cell_threads(cell: CellConfig, cluster_cpus: int | None = None) -> int:
+    """The torch threads a cell runs with on Ray, and the CPUs it asks for: its own, or (threads 0) the driver's
+    default, what the same cell would use on a local executor, at most the cluster's CPUs (a task asking for more
+    would never be scheduled)."""
+    threads = cell.threads or default_torch_threads()
+    return max(1, min(threads, cluster_cpus)) if cluster_cpus else threads
+
+
+def _run_cell_task(cell_dict: dict[str, Any], threads: int) -> dict[str, Any]:
+    """One cell in a Ray worker, with its threads set before anything runs: Ray starts a worker with
+    OMP_NUM_THREADS set to the task's CPUs (1 unless asked), which would otherwise be torch's default in the
+    cell's data generation and, for a cell with threads 0, in all of it."""
+    import torch
+
     from bench.cell import run_cell
 
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
     return run_cell(CellConfig.from_dict(cell_dict))
 
 
@@ -91,15 +106,17 @@ def run_on_ray(
         queue = list(cells)
         # Submit only as many cells as the cluster can run at once, so that a cell's clock
         # (for --timeout) starts when it can actually start.
-        capacity = _capacity(ray, cells)
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 0)) or None
+        capacity = _capacity(ray, cells, cluster_cpus)
         running: dict[Any, tuple[CellConfig, float]] = {}
         while queue or running:
             while queue and len(running) < capacity:
                 cell = queue.pop(0)
-                options: dict[str, Any] = {"num_cpus": max(cell.threads, 1)}
+                threads = cell_threads(cell, cluster_cpus)
+                options: dict[str, Any] = {"num_cpus": threads}
                 if cell.device == "cuda":
                     options["num_gpus"] = 1
-                running[task.options(**options).remote(cell.to_dict())] = (cell, time.monotonic())
+                running[task.options(**options).remote(cell.to_dict(), threads)] = (cell, time.monotonic())
                 on_progress(Progress(cell))  # epochs are not streamed back from Ray workers
             ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             for ref in ready:
@@ -121,7 +138,7 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _capacity(ray, cells: list[CellConfig]) -> int:
+def _capacity(ray, cells: list[CellConfig], cluster_cpus: int | None) -> int:
     """How many of these cells the cluster can run at the same time."""
     if not cells:
         return 1
@@ -131,7 +148,7 @@ def _capacity(ray, cells: list[CellConfig]) -> int:
         if gpus == 0:
             raise ConfigError("the Ray cluster has no GPU for --device cuda")
         return gpus
-    return max(1, int(resources.get("CPU", 1) // max(max(c.threads, 1) for c in cells)))
+    return max(1, int(resources.get("CPU", 1) // max(cell_threads(c, cluster_cpus) for c in cells)))
 
 
 @dataclass
@@ -157,8 +174,9 @@ class RayExecutor(Executor):
         cluster's nodes are not known here."""
         if self.address is not None:
             return None
-        threads = max(max(cell.threads for cell in cells), 1)
-        return max(1, min(len(cells), (self.num_cpus or usable_cores()) // threads))
+        cpus = self.num_cpus or usable_cores()
+        threads = max(cell_threads(cell, cpus) for cell in cells)
+        return max(1, min(len(cells), cpus // threads))
 
     def run(self, cells: list[CellConfig], on_record: OnRecord, on_progress: OnProgress) -> None:
         run_on_ray(cells, on_record, on_progress, self.address, self.retries, self.timeout, self.num_cpus)
