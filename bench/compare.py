@@ -48,7 +48,7 @@ TIMED_KINDS = ("speed", "latency")
 THRESHOLD = 0.05  # the relative change `bench compare` flags unless told otherwise
 SPEED_CAVEAT = (
     "Speed: one run per side cannot separate a change from drift between runs (this machine's speed moves "
-    "between processes and over minutes); for a speed verdict use `bench ab` (interleaved processes, paired test)."
+    "between processes and over minutes);\nfor a speed verdict use `bench ab` (interleaved processes, paired test)."
 )
 
 

@@ -8,6 +8,7 @@ of its median (``<name>_ci_low``, ``<name>_ci_high``) and whether the cell ran c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,9 @@ def write_table(frame: pd.DataFrame, path: Path, fmt: str) -> None:
     """``frame`` written to ``path`` as ``fmt`` (parquet needs pyarrow: check ``parquet_available`` first)."""
     if fmt == "csv":
         frame.to_csv(path, index=False)
-    elif fmt == "json":
-        frame.to_json(path, orient="records", indent=1)
+    elif fmt == "json":  # the json module writes each float exactly (pandas rounds to 10 digits)
+        rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        path.write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
     else:
         frame.to_parquet(path, index=False)
 

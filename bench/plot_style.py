@@ -42,6 +42,8 @@ def tick_text(value: float) -> str:
     """A tick label as a reader writes the value: 64, 0.85, 29.3k, 1.2M (never 2^6 or 1.07x10^2)."""
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else ""
+    if float(value).is_integer() and abs(value) < 10_000:
+        return str(int(value))  # a batch size of 1024, not 1.02k
     if abs(value) >= 1000:
         scale, suffix = next((s, x) for s, x in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if abs(value) >= s)
         return f"{value / scale:.3g}{suffix}"
@@ -78,16 +80,14 @@ def place_labels(ax: Any, labels: list[tuple[float, float, str, str]], fontsize:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     edge = ax.get_window_extent(renderer).x1
-    placed = []
+    placed = [_marker_box(ax, x, y) for x, y, _, _ in labels]  # a label covers no point
     for text in sorted(texts, key=lambda t: -t.get_window_extent(renderer).y0):
         box = text.get_window_extent(renderer)
         if box.x1 > edge:
             text.set_ha("right")
             text.set_position((-6, 2))
             box = text.get_window_extent(renderer)
-        shift = next(
-            (s for s in _shifts(box.height) if not any(box.translated(0, s).overlaps(p) for p in placed)), 0.0
-        )
+        shift = next((s for s in _shifts(box.height) if not any(box.translated(0, s).overlaps(p) for p in placed)), 0.0)
         x_offset, y_offset = text.get_position()
         text.set_position((x_offset, y_offset + shift * 72 / fig.dpi))
         placed.append(box.translated(0, shift))
@@ -97,3 +97,11 @@ def _shifts(height: float) -> list[float]:
     """Vertical moves to try, in pixels: none, then up and down in steps of a third of a label's height."""
     step = max(height / 3, 1.0)
     return [0.0] + [sign * step * k for k in range(1, 40) for sign in (-1, 1)]
+
+
+def _marker_box(ax: Any, x: float, y: float, radius: float = 6.0) -> Any:
+    """The display-space square a point's marker takes."""
+    from matplotlib.transforms import Bbox
+
+    px, py = ax.transData.transform((x, y))
+    return Bbox.from_extents(px - radius, py - radius, px + radius, py + radius)

@@ -112,7 +112,8 @@ def _line_plot(data: pd.DataFrame, axis: str, column: str, label: str, path: Pat
         ax.errorbar(xs, ys, yerr=[_half(e) for e in errs], marker=style.marker, color=style.colour, capsize=3)
         if _contended(group):
             ax.scatter(xs, ys, s=160, facecolors="none", edgecolors=CONTENDED_EDGE, linewidths=1.5)
-        labels.append((xs[-1], ys[-1], model, style.colour))
+        if not math.isnan(ys[-1]):
+            labels.append((xs[-1], ys[-1], model, style.colour))
         ys_all += [y for y in ys if not math.isnan(y)]
     xs_all = sorted(set(data[axis]))
     x_log = wants_log(xs_all)
@@ -134,16 +135,16 @@ def _line_plot(data: pd.DataFrame, axis: str, column: str, label: str, path: Pat
     return f"{label} vs {AXIS_LABELS[axis]}"
 
 
-def _points(ok: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Per model and shape: accuracy and ``column`` with their 95% half-widths, whether it trains and whether a
-    cell ran contended."""
+def _points(ok: pd.DataFrame, column: str, axes: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per model and shape: accuracy and ``column`` with their 95% half-widths, whether it trains, whether a
+    cell ran contended, and the shape as its values of the swept ``axes`` (64/5/10)."""
     rows = []
     for (model, point), group in ok.groupby(["model", "point"], sort=False):
         acc, acc_half, _ = summarize(group, "slate_acc")
         x, x_half, _ = summarize(group, column)
-        first = group.iloc[0]
+        shape = "/".join(str(group.iloc[0][a]) for a in axes)
         rows.append(dict(model=model, point=point, acc=acc, acc_half=_half(acc_half), x=x, x_half=_half(x_half),
-                         trains=_trains(group), contended=_contended(group), row=first))  # fmt: skip
+                         trains=_trains(group), contended=_contended(group), shape=shape))  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -159,7 +160,7 @@ def _scatter(ok: pd.DataFrame, column: str, axes: list[str], title: str, path: P
 
     if "slate_acc" not in ok or _absent(ok, column, path):
         return None
-    summary = _points(ok, column).dropna(subset=["acc"])
+    summary = _points(ok, column, axes).dropna(subset=["acc"])
     trained = summary[summary["trains"]].dropna(subset=["x"]) if not summary.empty else summary
     if trained.empty:
         path.unlink(missing_ok=True)
@@ -190,9 +191,9 @@ def _scatter(ok: pd.DataFrame, column: str, axes: list[str], title: str, path: P
     if trained["point"].nunique() > 1:
         notes.append("point labels: " + " / ".join(AXIS_LABELS[a] for a in axes))
     fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, color=REFERENCE_COLOUR, wrap=True)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     place_labels(ax, _scatter_labels(trained, axes, styles))
-    _finish(fig, ax, path, bottom=0.1)
+    _finish(fig, ax, path, bottom=0.04)
     return f"{title} ({FRONT_NOTE})"
 
 
@@ -202,17 +203,17 @@ def _scatter_labels(trained: pd.DataFrame, axes: list[str], styles: dict[str, An
     several = trained["point"].nunique() > 1
     best = trained.loc[trained.groupby("model")["acc"].idxmax()].index if several else trained.index
     for index, row in trained.iterrows():
-        shape = "/".join(str(row["row"][a]) for a in axes) if several else ""
+        shape = row["shape"] if several else ""
         text = f"{row['model']} {shape}".strip() if index in best else shape
         labels.append((row["x"], row["acc"], text + ("!" if row["contended"] else ""), styles[row["model"]].colour))
     return labels
 
 
 def _fit_accuracy(ax: Any, trained: pd.DataFrame) -> None:
-    """The accuracy axis spans the trained models' intervals, with a margin."""
-    low = float((trained["acc"] - trained["acc_half"]).min())
-    high = float((trained["acc"] + trained["acc_half"]).max())
-    pad = max(high - low, 0.01) * 0.15
+    """The accuracy axis spans the trained models' values with a margin (an interval of two seeds may reach past
+    it: its bar is cut at the edge)."""
+    low, high = float(trained["acc"].min()), float(trained["acc"].max())
+    pad = max(high - low, 0.01) * 0.2
     ax.set_ylim(max(low - pad, 0.0), min(high + pad, 1.05))
 
 

@@ -33,7 +33,7 @@ def _records_by_key(run: Path) -> dict[str, dict]:
 def test_the_csv_has_one_row_per_cell_whose_accuracy_and_speeds_are_the_records(run_dir):
     result = runner.invoke(app, ["export", str(run_dir), "--format", "csv"])
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(run_dir / "cells.csv", float_precision="round_trip")
+    table = pd.read_csv(run_dir / "cells.csv")
     records = _records_by_key(run_dir)
     assert sorted(table["key"]) == sorted(records) and len(table) == 12
     assert list(table.columns[:4]) == ["key", "model", "seed", "status"]
@@ -41,7 +41,7 @@ def test_the_csv_has_one_row_per_cell_whose_accuracy_and_speeds_are_the_records(
         record = records[row.key]
         assert row.slate_acc == record["metrics"]["slate_acc"]
         for speed in SPEEDS:
-            value = record["measurements"][speed]
+            value = record["measurements"].get(speed)
             assert (pd.isna(getattr(row, speed)) and value is None) or getattr(row, speed) == value, (row.model, speed)
     trained = table[table["model"] == "transformer"].iloc[0]
     timing = records[trained["key"]]["timings"]["train_samples_per_s"]

@@ -69,7 +69,8 @@ def test_comparing_a_run_with_itself_says_so(tmp_path):
     shutil.copy(DEFAULT / "records.jsonl", run / "records.jsonl")
     result = runner.invoke(app, ["compare", str(run), str(run), "--all"])
     assert "same run" in result.stderr
-    assert max(len(line) for line in result.stdout.splitlines()) < 160
+    rows = [line for line in result.stdout.splitlines() if " s0 b512 " in line]
+    assert len(rows) > 12 and max(len(line) for line in rows) < 140
 
 
 def test_a_contended_speed_gets_no_verdict_either_way():

@@ -66,6 +66,6 @@ def test_each_model_has_its_own_colour_and_marker_in_every_plot():
 
 
 def test_ticks_show_real_values():
-    assert [tick_text(v) for v in (64, 256, 107, 112, 0.85, 29_300, 1_200_000)] == [
-        "64", "256", "107", "112", "0.85", "29.3k", "1.2M"
+    assert [tick_text(v) for v in (64, 256, 107, 112, 0.85, 29_300, 1_200_000, 1024)] == [
+        "64", "256", "107", "112", "0.85", "29.3k", "1.2M", "1024"
     ]  # fmt: skip

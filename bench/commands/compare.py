@@ -14,10 +14,10 @@ from bench.config import ConfigError
 from bench.records import RECORDS_FILE
 from bench.stats import SIGNIFICANCE
 
-
+ALIGN = ("left", "left", "right", "right", "right", "left", "left")  # the columns of the table of changes
 CELL_LEGEND = (
-    "cell: model, s seed, b batch size, T slate length, S candidates, U user dim, F item dim, loss [key]; MWU: "
-    "Mann-Whitney U on the quantile of each stretch of samples (training epochs, serving bursts)"
+    "cell: model, s seed, b batch size, T slate length, S candidates, U user dim, F item dim, loss [key]\n"
+    "MWU: Mann-Whitney U on the quantile of each stretch of samples (training epochs, serving bursts)"
 )
 
 
@@ -27,7 +27,7 @@ def compare(
     run_b: Path = typer.Argument(..., help="The run to check against it."),
     threshold: float = typer.Option(THRESHOLD, help="Relative change that is flagged (0.05 = 5%)."),
     include_contended: bool = typer.Option(
-        False, help="Also call regressions the speeds of cells measured under contention."
+        False, "--include-contended", help="Also call regressions the speeds of cells measured under contention."
     ),
     show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
     strict: bool = typer.Option(
@@ -81,14 +81,15 @@ def print_changes(result: Comparison, run_a: Path, run_b: Path, threshold: float
             for c in shown_changes
         ]
         typer.echo(f"A: {run_a}\nB: {run_b}")
-        typer.echo(tabulate(rows, headers=["cell", "value", "A", "B", "change", "test", "verdict"]))
+        headers = ["cell", "value", "A", "B", "change", "test", "verdict"]
+        typer.echo(tabulate(rows, headers=headers, disable_numparse=True, colalign=ALIGN))
         typer.echo(CELL_LEGEND)
     contended = len({c.key for c in result.changes if c.contended})
     speeds = sum(1 for c in result.changes if c.kind in TIMED_KINDS and c.p is not None)
     typer.echo(
         f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {SIGNIFICANCE} "
         f"(Holm across {speeds} speed value(s)); {sum(c.flagged for c in result.changes)} value(s) changed beyond "
-        "the threshold" + (f"; {contended} cell(s) ran contended in A or B (their speeds are not judged)" if contended else "")
+        "the threshold" + (f"; {contended} cell(s) ran contended in A or B (speeds not judged)" if contended else "")
     )
     if speeds:
         typer.echo(SPEED_CAVEAT)
