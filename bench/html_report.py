@@ -14,7 +14,9 @@ HEADLINE_ID = "headline"  # the id of the headline table (the first table of the
 _STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #1b1b1b; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; font-variant-numeric: tabular-nums;
+        display: block; overflow-x: auto; max-width: 100%; }  /* a wide table scrolls, the page does not */
+td { white-space: nowrap; }
 th, td { border: 1px solid #d0d0d0; padding: 3px 8px; }
 th { background: #f3f3f3; cursor: pointer; user-select: none; position: sticky; top: 0; }
 th[data-order="asc"]::after { content: " \\25B2"; } th[data-order="desc"]::after { content: " \\25BC"; }
