@@ -68,3 +68,11 @@ def ab_calibration(session: nox.Session) -> None:
     size; writes results/reference/ab.md. Meant for a quiet machine (about 1.5 h on the 2-core reference VM)."""
     install(session)
     session.run("python", "benchmarks/ab_calibration.py", "--out", "results/reference", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Opens report.html of the reference runs in headless Chromium (apt-get install -y chromium) and checks that
+    the headline table and every plot are shown; screenshots in results/browser/. Not a default session."""
+    install(session)
+    session.run("python", "benchmarks/browser_check.py", *session.posargs)

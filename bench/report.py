@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench import catalog
+from bench.html_report import write_html
 from bench.plots import write_plots
 from bench.records import STATUSES, latest_records
 from bench.scaling import exponents_section, largest_shape_section
@@ -272,5 +273,7 @@ def write_report(run_dir: Path, baseline: str = "mlp") -> Path:
         frame = records_frame(records)
         plots = write_plots(frame, swept_axes(frame), run_dir) + write_scaling_plots(frame, swept_axes(frame), run_dir)
     path = run_dir / REPORT_FILE
-    path.write_text(render(records, run_dir.name, baseline, plots), encoding="utf-8")
+    markdown = render(records, run_dir.name, baseline, plots)
+    path.write_text(markdown, encoding="utf-8")
+    write_html(run_dir, markdown, f"rerank-bench report: {run_dir.name}")
     return path

@@ -74,21 +74,36 @@ def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """The best validation score so far per trial, one line per model in its report colours, named at its end;
+    trials on whole-number ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    from bench.plot_style import model_styles, place_labels
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    styles = model_styles(sorted(rows))
+    labels = []
     for model, row in sorted(rows.items()):
         values = np.array(row["values"], dtype=float)
         best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
-        ax.plot(np.arange(len(best)), np.where(np.isinf(best), np.nan, best), marker=".", label=model)
+        shown = np.where(np.isinf(best), np.nan, best)
+        style = styles[model]
+        ax.plot(np.arange(len(best)), shown, marker=style.marker, ms=4, color=style.colour)
+        if len(shown) and not np.isnan(shown[-1]):
+            labels.append((len(shown) - 1, float(shown[-1]), model, style.colour))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial (0 = the model's defaults)")
     ax.set_ylabel(f"best validation {OBJECTIVE} so far")
-    ax.legend(fontsize=8)
+    ax.set_title(f"Tuning: best validation {OBJECTIVE} after each trial", fontsize=10)
+    ax.margins(x=0.15)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    place_labels(ax, labels)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from bench.commands import command, common
+from bench.commands.progress import CellLines
 from bench.config import CellConfig, ConfigError
 from bench.records import RecordWriteError
 from bench.runner import run_cells
@@ -43,7 +44,9 @@ def tune(trials: int | None = None, minutes: float | None = None, **given: Any) 
         typer.echo(f"{record['model']:<12} trial {t['trial']:>3}  {record['status']:<7} valid slate_acc {value}")
 
     def run_final(final: list[CellConfig], tags: dict[str, Any]) -> None:
-        run_cells(final, planned.run_dir, planned.run, tags=tags)
+        lines = CellLines(len(final))
+        lines.say(f"test cells (defaults and best settings, {seeds} seed(s) each): {len(final)}")
+        run_cells(final, planned.run_dir, planned.run, on_done=lines.on_done, tags=tags)
 
     try:
         with common.sigterm_as_interrupt():
@@ -93,3 +96,20 @@ BUDGET = [
     ),
 ]
 common.with_options(tune, BUDGET)
+
+
+def _final_seeds_option() -> None:
+    """In `bench tune`, --seeds counts the seeds of the final test runs: its help says so, with tune's default."""
+    from rich.markup import escape
+
+    from bench.options import OPTIONS
+
+    seeds = OPTIONS["seeds"]
+    text = f"Seeds of the final test runs: each model's defaults and best settings on each. [{FINAL_SEEDS}]"
+    option = typer.Option(None, *seeds.cli_flags, help=escape(text), rich_help_panel=seeds.panel)
+    signature = tune.__signature__  # type: ignore[attr-defined]
+    parameters = [p.replace(default=option) if p.name == "seeds" else p for p in signature.parameters.values()]
+    tune.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+
+
+_final_seeds_option()
