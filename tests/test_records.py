@@ -164,6 +164,8 @@ def test_the_environment_says_what_the_cell_ran_on():
     assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
     assert env["precision"] == "fp32" and env["amp"] is None and env["compile"] is False
     assert env["git_revision"] == records.git_revision()
+    assert env["python"] == records.platform.python_version() and env["platform"] == records.platform.platform()
+    assert env["cpu_count"] == records.os.cpu_count() and env["cuda"] == torch.version.cuda
     bf16 = records.environment(torch.device("cpu"), "bf16", compiled=True)
     assert bf16["precision"] == "bf16" and bf16["amp"] == "bf16" and bf16["compile"] is True
 
@@ -277,8 +279,10 @@ def test_a_writable_run_directory_is_made_and_left_clean(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == [RECORDS_FILE]
     assert (run_dir / RECORDS_FILE).read_bytes() == b""
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match=f"cannot write the run's records in {tmp_path / 'file' / 'r'}: "):
+    with pytest.raises(ConfigError) as refused:
         check_writable(tmp_path / "file" / "r")
+    where = tmp_path / "file" / "r"
+    assert str(refused.value) == f"cannot write the run's records in {where}: {where}: Not a directory"
 
 
 def test_a_run_lock_is_reentrant_and_refuses_another_holder(tmp_path):
@@ -291,7 +295,8 @@ def test_a_run_lock_is_reentrant_and_refuses_another_holder(tmp_path):
         other.truncate()
         other.write("4242\n")
         other.flush()
-        with pytest.raises(ConfigError, match=r"in use by another bench process \(pid 4242\)"):
+        refusal = r"in use by another bench process \(pid 4242\); wait for it to finish or choose another --run-id$"
+        with pytest.raises(ConfigError, match=refusal):
             RunLock(tmp_path).__enter__()
     assert records._held_locks == {}
     with RunLock(tmp_path):
@@ -303,7 +308,8 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(records.fcntl, "flock", no_locks)
-    with pytest.warns(UserWarning, match="does not support locks"), RunLock(tmp_path):
+    warning = "does not support locks \\(No locks available\\); make sure no other run uses this directory"
+    with pytest.warns(UserWarning, match=warning), RunLock(tmp_path):
         assert records._held_locks
     assert records._held_locks == {}
 
@@ -311,8 +317,33 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(records.fcntl, "flock", broken)
-    with pytest.raises(ConfigError, match="cannot lock the run directory .*Input/output error"):
+    with pytest.raises(ConfigError, match="cannot lock the run directory .*: Input/output error$"):
         RunLock(tmp_path).__enter__()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="cannot lock the run directory"):
         RunLock(tmp_path / "file").__enter__()
+
+
+def test_a_paired_ratio_is_tested_over_its_denominator():
+    share = lookup("slate_regret_share")
+    a = value_record([1.0, 2.0, 4.0, 3.0], [0.5, 0.0, 1.0, 0.25], [2.0, 2.0, 5.0, 4.0])
+    b = value_record([1.0, 2.0, 4.0, 3.0], [0.25, 0.5, 0.5, 0.0], [2.0, 2.0, 5.0, 4.0])
+    diff, below = np.array([0.25, -0.5, 0.5, 0.25]), np.array([2.0, 2.0, 5.0, 4.0])
+    assert paired_slate_values(a, b, share) == pytest.approx(paired_values(diff, np.zeros(4), below))
+    assert paired_slate_values(a, b, share)[0] == pytest.approx(0.5 / 13.0)
+
+
+def test_a_run_directory_is_made_with_its_parents_and_may_exist_already(tmp_path):
+    check_writable(tmp_path / "new" / "r")
+    check_writable(tmp_path / "new" / "r")
+    with RunLock(tmp_path / "other" / "r"):
+        assert (tmp_path / "other" / "r" / ".lock").is_file()
+    with RunLock(tmp_path / "other" / "r"):
+        pass
+
+
+def test_a_holder_that_wrote_no_pid_is_named_unknown(tmp_path):
+    with open(tmp_path / ".lock", "a+") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match=r"\(pid unknown\)"):
+            RunLock(tmp_path).__enter__()

@@ -193,3 +193,24 @@ def test_a_change_within_the_threshold_is_compared_but_not_flagged(tmp_path):
     ).changes
     assert not same.flagged and not same.worse and not same.regression and same.verdict == ""
     assert same.test == "McNemar" and same.p == 1.0
+
+
+def test_counts_compare_exactly_and_say_when_a_side_has_none_or_varies():
+    from bench.ab_verdict import DIFFERENT, SAME, compare_counts
+
+    assert compare_counts([], [1]) == "n/a" and compare_counts([1], []) == "n/a"
+    assert (
+        compare_counts([1, 2], [1]) == "VARIES within a side" and compare_counts([1], [1, 2]) == "VARIES within a side"
+    )
+    assert compare_counts([3, 3], [3]) == SAME and compare_counts([3], [4, 4]) == DIFFERENT
+
+
+def test_instruction_counts_are_different_only_when_the_sides_do_not_overlap():
+    from bench.ab_verdict import DIFFERENT, INCONCLUSIVE, SAME, compare_instructions
+
+    assert compare_instructions([], [1.0]) == "n/a" and compare_instructions([1.0], []) == "n/a"
+    assert compare_instructions([2.0], [3.0], tolerance=0.5) == SAME, "a change of exactly the tolerance is the same"
+    assert compare_instructions([100.0, 101.0], [150.0, 151.0]) == DIFFERENT
+    assert compare_instructions([100.0, 101.0], [101.0, 300.0]) == INCONCLUSIVE, "touching sides overlap"
+    assert compare_instructions([100.0, 101.0], [50.0, 51.0]) == DIFFERENT
+    assert compare_instructions([100.0, 101.0], [50.0, 100.0]) == INCONCLUSIVE
