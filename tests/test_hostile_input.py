@@ -333,7 +333,8 @@ def test_a_full_disk_mid_run_is_one_error_line(tmp_path, monkeypatch):
     # one error, which the console may wrap over several lines of its width
     assert result.stderr.count("error:") == 1, result.stderr
     error = " ".join(result.stderr[result.stderr.index("error:") :].split())
-    assert error.startswith("error: cannot append to ") and "No space left on device; the records file is whole" in error
+    assert error.startswith("error: cannot append to ")
+    assert "No space left on device; the records file is whole" in error
     assert "Traceback" not in result.output
     path = tmp_path / "r" / "records.jsonl"
     assert len(appends) == 2 and path.read_bytes() == appends[1], "cut back to its last whole line"
