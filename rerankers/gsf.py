@@ -19,7 +19,9 @@ HASH_SEED = 0x65F  # fixes the projections that turn an item's features into its
 @register(
     "gsf",
     permutation_equivariant=True,
-    search_space={"d_model": [32, 64, 128, 256], "group_size": [1, 2, 3], "hidden_layers": [2, 3]},
+    # Capped so that the costliest point (d 88, groups of 2, 3 layers) trains at most ~2x the default cell's FLOPs
+    # per sample (1.88x; groups of 3 at d 88: 2.5x, d 128: 3.95x): docs/tuning.md.
+    search_space={"d_model": [32, 64, 88], "group_size": [1, 2], "hidden_layers": [2, 3]},
 )
 class GSF(nn.Module):
     """GSF (Ai et al. 2019): an MLP scores groups of g items jointly; an item's score averages its groups.

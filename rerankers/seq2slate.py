@@ -9,7 +9,8 @@ from rerankers.batch import SlateBatch, mask_padding, reading_order, user_item_f
 from rerankers.registry import register
 
 
-@register("seq2slate", search_space={"d_model": [32, 64, 128, 256]})
+# d_model capped at 88: 1.84x the default cell's training FLOPs per sample (128: 3.8x), docs/tuning.md.
+@register("seq2slate", search_space={"d_model": [32, 64, 88]})
 class Seq2Slate(nn.Module):
     """Seq2Slate (Bello et al. 2018): LSTM encoder + pointer-network decoder; scores from its first pointer step.
 
