@@ -157,27 +157,8 @@ def render_tune_report(run_dir: Path) -> str:
     ]
     summary: dict[str, dict[str, float]] = {}
     for model in sorted(set(rows) | set(params)):
-        row = rows.get(model) or _empty_row()
-        counts = row["counts"]
-        valid_best = max((v for v in row["values"] if not math.isnan(v)), default=math.nan)
-        chosen = params.get(model, {})
-        default = _test_values(final, model, "default")
-        tuned = _test_values(final, model, "tuned") if "tuned" in chosen else default
-        seeds = sorted(set(default) & set(tuned))
-        d_mean, d_half = mean_interval([default[s] for s in seeds]) if seeds else (math.nan, math.nan)
-        t_mean, t_half = mean_interval([tuned[s] for s in seeds]) if seeds else (math.nan, math.nan)
-        delta = paired_seeds([tuned[s] for s in seeds], [default[s] for s in seeds]) if seeds else None
-        delta_text = "–"
-        if delta is not None:
-            delta_text = f"{delta[0]:+.3f}" + ("" if math.isnan(delta[2]) else f" (p={delta[2]:.2g})")
-        summary[model] = {"default": d_mean, "tuned": t_mean}
-        lines.append(
-            f"| {model} | {counts.get('ok', 0)} / {counts.get('pruned', 0)} / "
-            f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['minutes']:.1f} | "
-            f"{sum(row['epochs']) or '–'} | {row['default']:.3f} | "
-            f"{valid_best:.3f} | {_changed(chosen.get('default', {}), chosen.get('tuned', chosen.get('default', {})))} "
-            f"| {_fmt(d_mean, d_half)} | {_fmt(t_mean, t_half)} | {delta_text} |"
-        )
+        line, summary[model] = _model_row(model, rows.get(model) or _empty_row(), params.get(model, {}), final)
+        lines.append(line)
     trial_counts = [len(row["values"]) for row in rows.values()]
     if trial_counts and min(trial_counts) != max(trial_counts):
         lines += [
@@ -191,6 +172,31 @@ def render_tune_report(run_dir: Path) -> str:
         _plot(rows, run_dir / TUNE_PLOT)
         lines += ["", f"![best validation {OBJECTIVE} so far, per trial and per epoch trained]({TUNE_PLOT})"]
     return "\n".join(lines) + "\n"
+
+
+def _model_row(
+    model: str, row: dict[str, Any], chosen: dict[str, dict[str, Any]], final: list[dict[str, Any]]
+) -> tuple[str, dict[str, float]]:
+    """One model's line of the tuning table, and its mean test value with its defaults and its tuned settings."""
+    counts = row["counts"]
+    valid_best = max((v for v in row["values"] if not math.isnan(v)), default=math.nan)
+    default = _test_values(final, model, "default")
+    tuned = _test_values(final, model, "tuned") if "tuned" in chosen else default
+    seeds = sorted(set(default) & set(tuned))
+    d_mean, d_half = mean_interval([default[s] for s in seeds]) if seeds else (math.nan, math.nan)
+    t_mean, t_half = mean_interval([tuned[s] for s in seeds]) if seeds else (math.nan, math.nan)
+    delta = paired_seeds([tuned[s] for s in seeds], [default[s] for s in seeds]) if seeds else None
+    delta_text = "–"
+    if delta is not None:
+        delta_text = f"{delta[0]:+.3f}" + ("" if math.isnan(delta[2]) else f" (p={delta[2]:.2g})")
+    line = (
+        f"| {model} | {counts.get('ok', 0)} / {counts.get('pruned', 0)} / "
+        f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['minutes']:.1f} | "
+        f"{sum(row['epochs']) or '–'} | {row['default']:.3f} | "
+        f"{valid_best:.3f} | {_changed(chosen.get('default', {}), chosen.get('tuned', chosen.get('default', {})))} "
+        f"| {_fmt(d_mean, d_half)} | {_fmt(t_mean, t_half)} | {delta_text} |"
+    )
+    return line, {"default": d_mean, "tuned": t_mean}
 
 
 def _ranking_section(summary: dict[str, dict[str, float]], final: list[dict[str, Any]]) -> list[str]:
