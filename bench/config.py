@@ -395,20 +395,32 @@ class SweepConfig:
         return sweep
 
 
+RUN_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+MAX_RUN_ID = 100  # characters: room for the run directory's files under any file system's name limit
+
+
+def run_id_problem(run_id: str) -> str | None:
+    """What is wrong with a run id (None: nothing): it names one directory inside --out, in the portable file name
+    set (ASCII letters, digits, '-', '_', '.'), visible (no leading '.') and not read as an option (no leading
+    '-'), of sane length."""
+    if not run_id:
+        return "it is empty"
+    if len(run_id) > MAX_RUN_ID:
+        return f"it is {len(run_id)} characters long, more than {MAX_RUN_ID}"
+    strange = [c for c in dict.fromkeys(run_id) if c not in RUN_ID_CHARACTERS]
+    if strange:
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in strange[:5])
+        return f"it holds {shown}; a run id takes only ASCII letters, digits, '-', '_' and '.'"
+    if run_id[0] in ".-":
+        return f"it starts with {run_id[0]!r} (a hidden directory, or read as an option)"
+    return None
+
+
 def check_run_id(run_id: str) -> None:
-    """A run id names one directory inside --out: no separators, no '.'/'..', nothing hidden or empty."""
-    if (
-        not run_id.strip()
-        or run_id in (".", "..")
-        or "/" in run_id
-        or "\\" in run_id
-        or "\0" in run_id
-        or run_id.startswith(".")
-        or len(run_id.encode()) > 200
-    ):
-        raise ConfigError(
-            f"--run-id must be a plain directory name inside --out (no '/', '..' or leading '.'), got {run_id!r}"
-        )
+    problem = run_id_problem(run_id)
+    if problem:
+        shown = run_id if len(run_id) <= 40 else run_id[:40] + "..."
+        raise ConfigError(f"--run-id {shown!r} is not a portable directory name: {problem}")
 
 
 @dataclass(frozen=True)
