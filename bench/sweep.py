@@ -156,14 +156,18 @@ def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
     named = parse_list(sweep.models, str, "models")
     values["models"] = _models_for_data(values["models"], named, base.workload.data)
     seed_at = list(values).index("seed")
-    validated: dict[tuple[Any, ...], CellConfig] = {}  # a point of the other axes, validated once for every seed
+    seed_index = {seed: i for i, seed in enumerate(values["seed"])}
+    # A point of the other axes is validated once and gives its cell for every seed (seeds are checked by _seeds;
+    # nothing else depends on one).
+    by_seed: dict[tuple[Any, ...], list[CellConfig]] = {}
     cells = []
     for point in itertools.product(*values.values()):
         others = point[:seed_at] + point[seed_at + 1 :]
-        cell = validated.get(others)
-        if cell is None:
-            cell = validated[others] = _point_cell(base, dict(zip(values, point, strict=True)), ratio, model_options)
-        cells.append(replace(cell, seed=point[seed_at]))  # seeds are checked by _seeds; nothing else depends on one
+        row = by_seed.get(others)
+        if row is None:
+            cell = _point_cell(base, dict(zip(values, point, strict=True)), ratio, model_options)
+            row = by_seed[others] = cell.with_seeds(values["seed"])
+        cells.append(row[seed_index[point[seed_at]]])
     return cells
 
 

@@ -994,3 +994,7 @@ def test_planning_validates_and_builds_once_per_point_of_the_other_axes(monkeypa
     assert len(validated) == 4, "one validation per model and slate length"
     assert len(built) == 4, "one meta and one real construction per model (the slate length changes no option)"
     assert config.CellConfig.from_dict(cells[-1].to_dict()) == cells[-1]
+    assert [c.key() for c in cells] == [c._config_hash() for c in cells], "the keys of with_seeds are the plain ones"
+    from dataclasses import asdict
+
+    assert all(c.to_dict() == asdict(c) for c in cells[::97])
