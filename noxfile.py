@@ -1,4 +1,6 @@
-"""nox sessions: tests, lint, smoke. Under CI (CI set) they reuse the current environment."""
+"""nox sessions. CI runs lint, tests and smoke (the defaults; under CI, CI set, in the current environment). The
+others are run by hand: timing, stability, benchmarks and ab_calibration on a quiet machine (their figures are
+timings), mutants whenever the modules it tests change (docs/testing.md says which is which and why)."""
 
 import os
 
@@ -10,12 +12,16 @@ if os.environ.get("CI"):
     nox.options.default_venv_backend = "none"
 
 
-def install(session: nox.Session) -> None:
+def install(session: nox.Session, *tools: str) -> None:
+    """The project with its test extra, and ``tools`` (what one session alone needs); nothing under CI=true, which
+    runs in an environment made beforehand."""
     if session.venv_backend == "none":
         return
     # The CPU wheel first, so the project's `torch>=2.3` does not pull a CUDA build.
     session.install("torch==2.13.0")
     session.install("-e", ".[test]")
+    if tools:
+        session.install(*tools)
 
 
 @nox.session
@@ -42,6 +48,7 @@ def benchmarks(session: nox.Session) -> None:
     install(session)
     out = "results/reference/benchmarks.json"
     session.run("python", "-m", "pytest", "benchmarks", "-p", "no:cacheprovider", f"--benchmark-json={out}")
+    # The summary is written whole either way; it exits 1 (failing the session) when a target is missed.
     with open("results/reference/benchmarks.md", "w") as handle:
         session.run("python", "benchmarks/summarize.py", out, stdout=handle)
 
@@ -68,3 +75,24 @@ def ab_calibration(session: nox.Session) -> None:
     size; writes results/reference/ab.md. Meant for a quiet machine (about 1.5 h on the 2-core reference VM)."""
     install(session)
     session.run("python", "benchmarks/ab_calibration.py", "--out", "results/reference", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Opens report.html of the reference runs in headless Chromium (apt-get install -y chromium) and checks that
+    the headline table and every plot are shown; screenshots in results/browser/. Not a default session."""
+    install(session)
+    session.run("python", "benchmarks/browser_check.py", *session.posargs)
+
+
+MUTATION_TOOL = "mutmut==3.8.1"  # the tool only: not a dependency of the project
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut, one worker) of the modules every verdict rests on, against the unit tests that cover
+    them (pyproject.toml [tool.mutmut]); fails when a module scores below 90% with the equivalent mutants of
+    docs/mutants.md left out. Resumes from mutants/; `nox -s mutants -- --fresh` starts over (docs/mutants.md: the
+    scores and how long a fresh run takes)."""
+    install(session, MUTATION_TOOL)
+    session.run("python", "benchmarks/mutation_score.py", *session.posargs)

@@ -44,3 +44,32 @@ def prepare(model: nn.Module, precision: str, compile_model: bool) -> nn.Module:
     # Shapes differ from cell to cell, so each cell compiles its own; the compile time lands in
     # the training warm-up and inference warm-up, never in steady-state figures.
     return torch.compile(runnable) if compile_model else runnable
+
+
+def compile_counters() -> dict[str, int]:
+    """What torch.compile did in this process, as Dynamo counts it: graphs compiled, graph breaks and frames
+    compiled. After a cell whose compiled step falls back to eager (e.g. past the recompile limit) the graphs stop
+    growing, so the record shows it."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "compile_graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "compile_graph_breaks": int(sum(counters["graph_break"].values())),
+        "compile_frames": int(counters["frames"].get("ok", 0)),
+    }
+
+
+def release_between_cells() -> None:
+    """Before the next cell in the same process (the inline executor): Dynamo's compiled code and counters
+    dropped, so a cell compiles its own graphs and never meets the recompile limit that earlier cells filled,
+    and CUDA's cached blocks released, so a cell's reserved memory is its own."""
+    import gc
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

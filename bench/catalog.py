@@ -103,6 +103,8 @@ _ROWS = (
     Metric("latency_b1_p95_ms", "latency b1 p95", "ms", L, "latency", _X, "latency_b1_ms", 0.95),
     Metric("latency_b1_p99_ms", "latency b1 p99", "ms", L, "latency", _X, "latency_b1_ms", 0.99),
     Metric("serving_bursts", "bursts the inference blocks and latency requests were spread in", "", N, "count", _X),
+    Metric("infer_calls_per_block", "forward passes per timed inference block", "calls", N, "count", _X),
+    Metric("latency_b1_cuda_p50_ms", "latency b1 p50, device time", "ms", L, "latency", _X, "latency_b1_cuda_ms"),
     # CPU memory: "net" is over the process's baseline (interpreter, torch, harness) measured before any
     # data or model existed, so it is the cell's own footprint; the absolute peaks include the baseline.
     Metric("cpu_net_peak_rss_mib", "memory over baseline", "MiB", L, "memory", _X, short="MiB"),
@@ -117,6 +119,11 @@ _ROWS = (
     Metric("cuda_peak_allocated_infer_mib", "CUDA peak allocated, inference", "MiB", L, "memory", _X),
     Metric("cuda_peak_reserved_train_mib", "CUDA peak reserved, training", "MiB", L, "memory", _X),
     Metric("cuda_peak_reserved_infer_mib", "CUDA peak reserved, inference", "MiB", L, "memory", _X),
+    # CUDA memory net of the phase's baseline: the data and model on the device (training), and those with
+    # the trained weights but no gradient or optimiser state (inference)
+    Metric("cuda_allocated_baseline_mib", "CUDA allocated, data and model", "MiB", N, "memory", _X),
+    Metric("cuda_net_peak_allocated_train_mib", "CUDA peak allocated over baseline, training", "MiB", L, "memory", _X),
+    Metric("cuda_net_peak_allocated_infer_mib", "CUDA peak allocated over baseline, inference", "MiB", L, "memory", _X),
     Metric("train_flops_per_sample", "train compute per sample", "FLOP", N, "compute", _X),
     Metric("infer_flops_per_sample", "inference compute per sample", "FLOP", N, "compute", _X),
     Metric("train_flops_per_s", "train FLOP/s", "FLOP/s", H, "compute", _X),
@@ -167,6 +174,12 @@ _HOW = {
     "harness): the data's, model's and training's own footprint",
     "cpu_peak_rss_mib": "the process's absolute peak resident memory, its baseline included",
     "cuda_peak_allocated_train_mib": "`torch.cuda.max_memory_allocated` during training",
+    "cuda_net_peak_allocated_train_mib": "CUDA: the training phase's peak allocated memory minus what was allocated "
+    "when it started (the data and model on the device); the cache is emptied and the peak reset between phases",
+    "latency_b1_cuda_p50_ms": "CUDA: median device time of the same batch-1 requests, between CUDA events recorded "
+    "around each call (no launch overhead or host work); latency_b1_p50_ms is the wall time around a synchronise",
+    "infer_calls_per_block": "forward passes in each timed inference block, sized after an untimed warm-up so that "
+    "a block lasts min_block_seconds",
     "train_flops_per_sample": "matmul FLOPs of one training step (forward + backward) per sample, counted by "
     "`torch.utils.flop_counter.FlopCounterMode`",
     "train_mfu": "model FLOP utilisation: achieved training FLOP/s over the device's peak for the cell's "

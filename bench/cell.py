@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from bench import measure
-from bench.accel import set_matmul_precision
+from bench.accel import compile_counters, set_matmul_precision
+from bench.budget import memory_budget
 from bench.catalog import summarising
 from bench.conditions import CpuCounters, contention, read_counters
 from bench.config import CellConfig
@@ -43,6 +44,7 @@ from bench.workloads import load_workload
 from bench.worlds import World, value_metrics
 from rerankers import get_spec
 from rerankers.dropout import cpu_dropout_kernel
+from rerankers.precision import exact_fp32
 
 RANK_KS = (1, 3, 5, 10, 20)  # the k of ndcg@k, map@k and precision@k, up to the slate length
 
@@ -158,6 +160,7 @@ class CellRun:
     device: torch.device
     baseline_mib: float | None  # the process's memory before any data or model: interpreter, torch, harness (CPU)
     memory_method: str | None = None  # how the CPU phases' peaks were measured
+    cuda_baseline_mib: float | None = None  # CUDA memory allocated once the data and model are on the device
 
     @property
     def on_cpu(self) -> bool:
@@ -204,7 +207,9 @@ def model_phase(run: CellRun, workload: Workload) -> Subject:
     run.record["environment"]["dropout_modules"] = built.dropout_modules
     run.record["environment"]["attention_modules"] = built.attention_modules
     run.measurements["parameters"] = measure.parameter_count(built.model)
-    measure.reset_peak_memory(run.device)
+    run.cuda_baseline_mib = measure.cuda_phase_start(run.device)
+    if run.cuda_baseline_mib is not None:
+        run.measurements["cuda_allocated_baseline_mib"] = run.cuda_baseline_mib
     return built
 
 
@@ -253,7 +258,7 @@ def train_phase(
         if phase is not None:
             x.update(measure.phase_memory_mib(phase, "train", run.baseline_mib))
             run.memory_method = phase.method
-    x.update(measure.peak_memory_mib(run.device, "train"))
+    x.update(measure.peak_memory_mib(run.device, "train", run.cuda_baseline_mib))
 
 
 def evaluate_phase(run: CellRun, built: Subject, evaluated: SlateData, workload: Workload) -> None:
@@ -261,7 +266,8 @@ def evaluate_phase(run: CellRun, built: Subject, evaluated: SlateData, workload:
     (hits as packed bits, values in half precision: bench/records.py); on synthetic data also the value of the
     model's order under the workload's world."""
     scores = score_split(built.runnable, evaluated, run.cell.workload.batch_size)
-    metrics, per_slate = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
+    with exact_fp32(run.device.type):  # the metrics in plain fp32 whatever the cell's precision (TF32)
+        metrics, per_slate = evaluate(scores, evaluated, workload.source == "synthetic", workload.world)
     run.record["metrics"] = metrics
     run.record["per_slate"] = pack_per_slate(per_slate)
 
@@ -269,19 +275,24 @@ def evaluate_phase(run: CellRun, built: Subject, evaluated: SlateData, workload:
 def serve_phase(run: CellRun, serving: measure.ServingSampler) -> None:
     """The serving shares not taken yet; inference throughput, batch-1 latency percentiles and memory."""
     x, timings = run.measurements, run.timings
-    measure.reset_peak_memory(run.device)
+    serving.model.zero_grad(set_to_none=True)  # the last training step's gradients are no part of serving
+    infer_baseline_mib = measure.cuda_phase_start(run.device)
     with _cpu_phase(run.on_cpu) as phase:
         throughput, latency_samples = serving.finish()
     timings["infer_samples_per_s"] = timing_summary(throughput, serving.segments["infer_samples_per_s"])
     timings["latency_b1_ms"] = timing_summary(latency_samples, serving.segments["latency_b1_ms"])
+    if serving.latency_cuda_ms:  # CUDA: the same requests' device time between events
+        timings["latency_b1_cuda_ms"] = timing_summary(serving.latency_cuda_ms, serving.segments["latency_b1_ms"])
+        x["latency_b1_cuda_p50_ms"] = timings["latency_b1_cuda_ms"]["median"]
     x["serving_bursts"] = serving.bursts
+    x["infer_calls_per_block"] = serving.calls_per_block
     x["infer_samples_per_s"] = timings["infer_samples_per_s"]["median"]
     latency_ms = timings["latency_b1_ms"]["samples"]
     x.update({m.name: float(np.percentile(latency_ms, 100 * m.quantile)) for m in summarising("latency_b1_ms")})
     if phase is not None:
         x.update(measure.phase_memory_mib(phase, "infer", run.baseline_mib))
         run.memory_method = phase.method
-    x.update(measure.peak_memory_mib(run.device, "infer"))
+    x.update(measure.peak_memory_mib(run.device, "infer", infer_baseline_mib))
     net = [x[name] for name in ("cpu_net_peak_rss_train_mib", "cpu_net_peak_rss_infer_mib") if name in x]
     if net:  # the cell's own CPU footprint: its larger phase
         x["cpu_net_peak_rss_mib"] = max(net)
@@ -297,6 +308,10 @@ def finish(run: CellRun, counters_before: CpuCounters, wall_start: float) -> dic
     """How busy the machine was during the cell, the peak memory and wall time: the finished record."""
     conditions = contention(counters_before, read_counters(), torch.get_num_threads())
     run.record["conditions"] = {**conditions, "cpu_memory_method": run.memory_method}
+    if not run.on_cpu:  # other work on the accelerator is not measured: only the CPU's counters are read
+        run.record["conditions"]["device_contention"] = "not measured"
+    if run.cell.compile:
+        run.record["environment"].update(compile_counters())
     if run.on_cpu:
         run.measurements["cpu_peak_rss_mib"] = measure.cpu_peak_rss_mib()
     run.measurements["wall_seconds"] = time.perf_counter() - wall_start
@@ -309,18 +324,23 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     wall_start = time.perf_counter()
     run = start(cell)
     counters_before = read_counters()
+    budget: dict[str, Any] = {}
     try:
-        workload = data_phase(run)
-        built = model_phase(run, workload)
-        evaluated = workload.valid if cell.eval_split == "valid" else workload.test
-        serving = serving_sampler(run, built, evaluated)
-        train_phase(run, built, workload, serving, on_epoch)
-        evaluate_phase(run, built, evaluated, workload)
-        serve_phase(run, serving)
-        account_phase(run, built, evaluated)
+        # The budget ends before the error is written up, so that the write-up has memory to work with.
+        with memory_budget(cell.memory_limit, run.device) as applied:
+            budget.update(applied)
+            workload = data_phase(run)
+            built = model_phase(run, workload)
+            evaluated = workload.valid if cell.eval_split == "valid" else workload.test
+            serving = serving_sampler(run, built, evaluated)
+            train_phase(run, built, workload, serving, on_epoch)
+            evaluate_phase(run, built, evaluated, workload)
+            serve_phase(run, serving)
+            account_phase(run, built, evaluated)
     except Exception as error:  # a failed cell is a result, not a crash of the run
         run.record["status"] = _status_of(error)
         run.record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
         if isinstance(error, ScoresError):  # the model broke its output's contract (bench/scores.py): name it
             run.record["error"] = f"model {cell.model!r} {error}"
+    run.record["memory_budget"] = budget
     return finish(run, counters_before, wall_start)

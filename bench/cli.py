@@ -4,7 +4,7 @@ list, report, compare, ab), and the console entry point that turns usage errors 
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -18,6 +18,24 @@ app = typer.Typer(
 )
 for command in commands():
     app.command(command.name)(command.callback)
+
+
+def _flags_show_no_type() -> None:
+    """A flag takes no value, so its help shows no type: typer's rich help would print `--help <bool>`."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None:  # a typer that prints no types
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ TIMED_KINDS = ("speed", "latency")
 THRESHOLD = 0.05  # the relative change `bench compare` flags unless told otherwise
 SPEED_CAVEAT = (
     "Speed: one run per side cannot separate a change from drift between runs (this machine's speed moves "
-    "between processes and over minutes); for a speed verdict use `bench ab` (interleaved processes, paired test)."
+    "between processes and over minutes);\nfor a speed verdict use `bench ab` (interleaved processes, paired test)."
 )
 
 
@@ -80,14 +80,14 @@ class Change:
             return "REGRESSION"
         if not self.flagged:
             return ""
+        if self.contended and self.kind in TIMED_KINDS:
+            return "contended: not judged"  # a speed taken while other work ran says nothing either way
         if self.test == "no samples":
             return "changed (untested: no timing samples)"
         if self.p_adjusted is not None and self.p_adjusted >= SIGNIFICANCE:
             return f"noise (p {self.p_adjusted:.2g}{' Holm' if self.kind in TIMED_KINDS else ''})"
         if self.worse and not self.resolved:
-            return "worse, too noisy to call (interval wider than the threshold)"
-        if self.worse and self.contended and self.kind in TIMED_KINDS:
-            return "worse, contended (not counted)"
+            return "worse, too noisy to call"  # its interval is wider than the threshold
         return "worse" if self.worse else "better"
 
 
@@ -101,9 +101,9 @@ def describe(record: dict[str, Any]) -> str:
     c = record["config"]
     w = c["workload"]
     return (
-        f"{record['model']} seed {c['seed']} batch {w['batch_size']} T {w['slate_length']} S {w['candidates']} "
+        f"{record['model']} s{c['seed']} b{w['batch_size']} T{w['slate_length']} S{w['candidates']} "
         # the key tells apart cells alike in everything shown
-        f"U {w['user_dim']} F {w['item_dim']} loss {c['train']['loss']} [{record['key']}]"
+        f"U{w['user_dim']} F{w['item_dim']} {c['train']['loss']} [{record['key'][:8]}]"
     )
 
 

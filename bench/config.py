@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ MAX_SEED = INT_LIMIT  # seeds feed torch and numpy generators, which take 64-bit
 MAX_WIDTH = 65536  # the widest model width an option may ask for (a 65536^2 weight is already 16 GiB)
 SYNTHETIC = ("data", "synthetic")  # applies_to: an option of the synthetic world only
 LETOR = ("data", "letor")  # applies_to: an option of LETOR data only
+
+
+MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+                "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+
+
+def memory_bytes(text: str) -> int:
+    """A memory size as bytes: ``2GiB``, ``512 MiB``, ``1.5GB``, ``1073741824`` (bytes); ConfigError if not one."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in MEMORY_UNITS or float(match.group(1)) <= 0:
+        raise ConfigError(f"memory-limit must be a positive size like 2GiB, 512MiB or 1.5GB, got {text!r}")
+    return int(float(match.group(1)) * MEMORY_UNITS[unit])
 
 
 def check_initial_ranker(ranker: str) -> None:
@@ -266,6 +280,15 @@ class CellConfig:
         choices=CPU_DROPOUTS,
     )
 
+    memory_limit: str | None = option(
+        None,
+        "Memory budget of each cell's process, e.g. 2GiB or 512MiB: on CPU a limit on its private writable memory "
+        "(RLIMIT_DATA, interpreter and torch included), on CUDA on what torch may allocate; a cell that goes beyond "
+        "it is recorded as oom. Default: the machine's physical memory (no limit set).",
+        MEASUREMENT,
+        check=memory_bytes,
+    )
+
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives, built field by field: asdict deep-copies every value, which planning a
         sweep of 100,000 cells paid for each."""
@@ -282,7 +305,18 @@ class CellConfig:
     def from_dict(cls, data: dict[str, Any]) -> CellConfig:
         nested = {"workload": WorkloadConfig, "train": TrainConfig, "measure": MeasureConfig}
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items() if k in known}
+        # A field the record predates takes the value that reproduces what the record did, not today's default
+        # (the CPU dropout's default changed from its neutral value), so the record keeps its key.
+        for path, neutral in NEUTRAL_FIELDS.items():
+            *parents, name = path
+            holder = values
+            for parent in parents:
+                holder = holder.get(parent) if isinstance(holder.get(parent), dict) else None
+                if holder is None:
+                    break
+            if holder is not None and name not in holder:
+                holder[name] = neutral
         for name, kind in nested.items():
             if name in values:
                 sub = {f.name for f in fields(kind)}
@@ -356,6 +390,7 @@ NEUTRAL_FIELDS: dict[tuple[str, ...], Any] = {
     ("train", "select"): "last",
     ("train", "patience"): None,
     ("cpu_dropout",): "torch",
+    ("memory_limit",): None,
     ("workload", "slate_min"): None,
     ("workload", "initial_noise"): None,
     ("workload", "click_model"): "best",

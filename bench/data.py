@@ -140,8 +140,10 @@ class HiddenValueModel:
         return utility if mask is None else utility.masked_fill(~mask, 0.0)
 
     def score(self, batch: SlateBatch) -> torch.Tensor:
-        """[B, L] true utility of a batch's items (the oracle's scores)."""
-        return self.utility(batch.user, batch.items, None if bool(batch.mask.all()) else batch.mask)
+        """[B, L] true utility of a batch's items (the oracle's scores). Always the masked summaries: on a list
+        without padding they equal the founding path's bit for bit (a test), and choosing between the two
+        would read the mask on the host (a synchronisation on a GPU)."""
+        return self.utility(batch.user, batch.items, batch.mask)
 
 
 def _split_seed(seed: int, split: str) -> int:

@@ -1,11 +1,15 @@
 """FLOPs per sample (counted, and analytic for the founding models) and model FLOP utilisation.
 
-Counting uses ``torch.utils.flop_counter.FlopCounterMode`` with the model in train mode:
-the fused inference kernels of ``nn.TransformerEncoder`` are not counted by it.
+Counting uses ``torch.utils.flop_counter.FlopCounterMode`` with the model in train mode (the fused inference
+kernels of ``nn.TransformerEncoder`` are not counted by it) and one recipe on every device (``counting_recipe``):
+recurrent layers as their matmuls (cuDNN off: its fused ``aten._cudnn_rnn`` has no formula and would count 0 on a
+GPU) and attention through its math path (a fused CPU kernel has no formula either), so a model's count is the
+same on a CPU and a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,15 +19,22 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from rerankers import SlateBatch
 
-# Dense peak FLOP/s from the vendors' data sheets (no sparsity).
+# Dense peak FLOP/s from the vendors' data sheets (half the sheets' "with sparsity" tensor figures). The NVL parts
+# (H100 NVL, H200 NVL: 400 W or less) are slower than the SXM parts (700 W) and faster than H100 PCIe.
+_HOPPER_SXM = {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12}
+_HOPPER_NVL = {"fp32": 60e12, "tf32": 417.5e12, "bf16": 835.5e12}
 DEVICE_PEAKS: dict[str, dict[str, float]] = {
-    "H100 SXM": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12},
+    "H100 SXM": _HOPPER_SXM,
+    "H100 NVL": _HOPPER_NVL,
     "H100 PCIe": {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12},
-    "H200": {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12},
+    "H200 SXM": _HOPPER_SXM,
+    "H200 NVL": _HOPPER_NVL,
+    "GH200": _HOPPER_SXM,
     "A100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12},
 }
 CACHE_ENV = "RERANK_BENCH_CACHE"
@@ -48,11 +59,30 @@ def _counter() -> FlopCounterMode:
     return counter
 
 
+@contextlib.contextmanager
+def counting_recipe():
+    """The kernels every count runs through, whatever the device: cuDNN off (recurrent layers as matmuls, as on a
+    CPU) and scaled-dot-product attention on its math path (matmuls, as on a CPU without a fused kernel)."""
+    enabled = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = False  # only this flag: cudnn.flags() would also reset TF32 and determinism
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.cudnn.enabled = enabled
+
+
 def count_flops(model: nn.Module, batch: SlateBatch, loss_of_scores=None) -> tuple[int | None, int]:
-    """(training step FLOPs, inference forward FLOPs) for ``batch``, both in train mode.
+    """(training step FLOPs, inference forward FLOPs) for ``batch``, both in train mode, counted with
+    ``counting_recipe``.
 
     The training count is None for a model with nothing to train.
     """
+    with counting_recipe():
+        return _count(model, batch, loss_of_scores)
+
+
+def _count(model: nn.Module, batch: SlateBatch, loss_of_scores) -> tuple[int | None, int]:
     was_training = model.training
     model.train()
     train_flops = None
@@ -153,22 +183,35 @@ def cpu_peak_flops(precision: str, cpu_name: str) -> float:
     return peak
 
 
-def _data_sheet_label(device_name: str) -> str | None:
+def data_sheet_label(device_name: str) -> str | None:
+    """The ``DEVICE_PEAKS`` entry of a CUDA device's name (as torch and nvidia-smi give it), None if unknown.
+
+    The names: "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
+    "NVIDIA H200 NVL", "NVIDIA GH200 480GB", "NVIDIA A100-SXM4-80GB".
+    """
     name = device_name.upper()
-    if "H200" in name:
-        return "H200"
-    if "H100" in name:
-        return "H100 PCIe" if "PCIE" in name else "H100 SXM"
+    if "GH200" in name:
+        return "GH200"
+    for part in ("H200", "H100"):
+        if part in name:
+            if "NVL" in name:
+                return f"{part} NVL"
+            if "PCIE" in name:
+                return f"{part} PCIe" if f"{part} PCIe" in DEVICE_PEAKS else None
+            return f"{part} SXM"
     if "A100" in name:
         return "A100"
     return None
 
 
 def peak_flops(device: torch.device, precision: str, device_name: str) -> tuple[float | None, str]:
-    """The device's peak FLOP/s for ``precision`` and where the figure comes from."""
+    """The device's peak FLOP/s for ``precision`` and where the figure comes from (None with the reason where
+    no figure is known: an unlisted device, or a MIG slice, whose share of the GPU's peak the sheets do not give)."""
     if device.type == "cpu":
         return cpu_peak_flops(precision, device_name), "CPU matmul probe (2048x2048, best of 20, cached)"
-    label = _data_sheet_label(device_name)
+    if " MIG " in f" {device_name.upper()} ":
+        return None, f"unknown peak: {device_name} is a MIG slice"
+    label = data_sheet_label(device_name)
     if label is None:
-        return None, f"no peak known for {device_name}"
+        return None, f"unknown peak: no data sheet figure for {device_name}"
     return DEVICE_PEAKS[label][precision], f"data sheet: {label} {precision} dense"

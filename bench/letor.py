@@ -78,13 +78,13 @@ def resolve_files(data_path: str) -> dict[str, Path]:
             raise LetorError(f"--data-path with files needs exactly TRAIN,VALID,TEST, got {len(parts)} paths")
         for part in parts:
             if not part.is_file():
-                raise LetorError(f"{part}: no such file")
+                raise LetorError(f"--data-path: {part}: no such file")
         return dict(zip(("train", "valid", "test"), parts, strict=True))
     root = Path(data_path)
     if not root.exists():
-        raise LetorError(f"{root}: no such directory")
+        raise LetorError(f"--data-path {root}: no such directory")
     if root.is_file():
-        raise LetorError(f"{root} is a file; pass its directory, or TRAIN,VALID,TEST files")
+        raise LetorError(f"--data-path {root} is a file; pass its directory, or TRAIN,VALID,TEST files")
     files = {}
     for split, names in SPLIT_FILES.items():
         found = [root / name for name in names if (root / name).is_file()]

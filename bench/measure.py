@@ -13,8 +13,10 @@ from torch import nn
 
 from bench.config import MeasureConfig
 from bench.scores import checked
-from bench.subject import WARMUP_REQUESTS, calibrate, timed_block
+from bench.subject import WARMUP_REQUESTS, calibrate, timed_block, timed_request
 from rerankers import SlateBatch
+
+MIB = 1024 * 1024
 
 
 class ServingSampler:
@@ -28,8 +30,8 @@ class ServingSampler:
     so blocks or requests taken in one fraction of a second see one level, and their interval would not
     cover the next cell's. Spread over the whole training, the samples see what the machine did during
     the cell. The model's eval-mode forward pass does not depend on its weights' values, so it costs the
-    same at every epoch. Each burst starts untimed (the first burst by growing the calls per block until
-    one lasts ``min_block_seconds``, later ones by one call; up to 3 requests), draws no random number and
+    same at every epoch. Each burst starts untimed (the first burst by two warm-up calls, then growing the calls per
+    block until one lasts ``min_block_seconds``, later ones by one call; up to 3 requests), draws no random number and
     leaves the model in the mode it found it in. The untimed warm-up calls' outputs are checked (shape, dtype,
     finite: bench/scores.py), so that a model that serves NaN fails its cell.
     """
@@ -47,6 +49,7 @@ class ServingSampler:
         self.calls_per_block: int | None = None
         self.throughput: list[float] = []
         self.latency_ms: list[float] = []
+        self.latency_cuda_ms: list[float] = []  # on CUDA: each request's device time between two events
         self.bursts = 0  # bursts that timed at least one block or request
 
     @torch.inference_mode()
@@ -72,7 +75,7 @@ class ServingSampler:
         device = self.batch.items.device
         forward = lambda: self.model(self.batch)  # noqa: E731
         checked(forward(), self.batch.mask, "serving")  # untimed warm-up call, its output read (bench/scores.py)
-        if self.calls_per_block is None:  # growing the calls per block is also the warm-up
+        if self.calls_per_block is None:  # warm-up calls, then the calls per block grown
             self.calls_per_block = calibrate(forward, self.config.min_block_seconds, device)
         size = len(self.batch) * self.calls_per_block
         self.throughput += [size / timed_block(forward, self.calls_per_block, device) for _ in range(count)]
@@ -84,7 +87,10 @@ class ServingSampler:
             checked(self.model(one), one.mask, "serving (batch 1)")
         for i in indices:
             one = self.requests[i % total : i % total + 1]
-            self.latency_ms.append(timed_block(lambda one=one: self.model(one), 1, device) * 1000)
+            wall, device_ms = timed_request(lambda one=one: self.model(one), device)
+            self.latency_ms.append(wall * 1000)
+            if device_ms is not None:
+                self.latency_cuda_ms.append(device_ms)
 
     def finish(self) -> tuple[list[float], list[float]]:
         """Take every share not taken yet (a cell that trains nothing takes them all here); returns the
@@ -94,29 +100,39 @@ class ServingSampler:
         return self.throughput, self.latency_ms
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def cuda_phase_start(device: torch.device) -> float | None:
+    """On CUDA, the start of a memory phase: the caching allocator's unused blocks released (so the reserved
+    peak is the phase's own, not an earlier phase's or cell's), the peaks reset, and the memory allocated now
+    returned in MiB (the phase's baseline: the data and model, and whatever the phase inherits). None elsewhere."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device) / MIB
 
 
-def peak_memory_mib(device: torch.device, phase: str) -> dict[str, float]:
-    """Peak memory since the last reset (CUDA) or over the process's life (CPU RSS)."""
-    mib = 1024 * 1024
-    if device.type == "cuda":
-        return {
-            f"cuda_peak_allocated_{phase}_mib": torch.cuda.max_memory_allocated(device) / mib,
-            f"cuda_peak_reserved_{phase}_mib": torch.cuda.max_memory_reserved(device) / mib,
-        }
-    return {}
+def peak_memory_mib(device: torch.device, phase: str, baseline_mib: float | None = None) -> dict[str, float]:
+    """CUDA: the phase's peaks since ``cuda_phase_start`` (allocated and reserved) and the allocated peak net of
+    the phase's baseline (``baseline_mib``). Nothing elsewhere (the CPU's phases are measured by
+    ``CpuPhasePeak``)."""
+    if device.type != "cuda":
+        return {}
+    allocated = torch.cuda.max_memory_allocated(device) / MIB
+    out = {
+        f"cuda_peak_allocated_{phase}_mib": allocated,
+        f"cuda_peak_reserved_{phase}_mib": torch.cuda.max_memory_reserved(device) / MIB,
+    }
+    if baseline_mib is not None:
+        out[f"cuda_net_peak_allocated_{phase}_mib"] = allocated - baseline_mib
+    return out
 
 
 def cpu_peak_rss_mib() -> float:
     """The process's peak resident set size over its life (resets of the kernel's mark included)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return max(peak / 1024 if sys.platform != "darwin" else peak / (1024 * 1024), _peak_before_resets_mib)
+    return max(peak / 1024 if sys.platform != "darwin" else peak / MIB, _peak_before_resets_mib)
 
 
-MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 SAMPLE_INTERVAL_S = 0.001  # the fallback sampler's period

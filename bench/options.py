@@ -23,6 +23,7 @@ from bench.config import (
 from bench.declare import PANELS, Option, check_one, declared
 from bench.errors import ConfigError
 from bench.executor_registry import ISOLATION, current_spelling
+from rerankers.registry import did_you_mean
 
 # Where options are declared, in the order they are listed; CELL_GROUPS hold the cell's own fields.
 CELL_GROUPS = (WorkloadConfig, TrainConfig, MeasureConfig, CellConfig)
@@ -68,10 +69,12 @@ def check_settings(settings: dict[str, Any], source: str | None = None) -> dict[
     ``source`` names the sweep file in errors, and limits the keys to those a file may hold; None is the command
     line, whose errors need no source (the user has just typed the value).
     """
-    unknown = sorted(set(settings) - (FILE_KEYS if source else set(OPTIONS)))
+    known = FILE_KEYS if source else set(OPTIONS)
+    unknown = sorted(set(settings) - known)
     where = f"{source}: " if source else ""
     if unknown:
-        raise ConfigError(f"{where}unknown key(s) {', '.join(unknown)}")
+        hints = [f"{key}: {hint[2:]}" for key in unknown if (hint := did_you_mean(key, sorted(known)))]
+        raise ConfigError(f"{where}unknown key(s) {', '.join(unknown)}" + "".join(f"; {h}" for h in hints))
     try:
         return {name: check_value(name, value) for name, value in current_spelling(settings).items()}
     except ConfigError as error:

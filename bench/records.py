@@ -171,6 +171,10 @@ def environment(device: torch.device, precision: str = "fp32", compiled: bool = 
         # Other work on the machine distorts timings (CPU threads contend); recorded so it shows.
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+    if device.type == "cuda":
+        from bench.gpu_info import gpu_environment
+
+        env.update(gpu_environment(device))
     return env
 
 

@@ -8,8 +8,11 @@ from typing import Any
 import pandas as pd
 
 from bench import catalog
+from bench.html_report import write_html
 from bench.plots import write_plots
 from bench.records import STATUSES, latest_records
+from bench.scaling import exponents_section, largest_shape_section
+from bench.scaling_plot import write_scaling_plots
 from bench.stats import SIGNIFICANCE
 from bench.tables import (
     AXIS_LABELS,
@@ -20,6 +23,8 @@ from bench.tables import (
     PRIMARY,
     REFERENCE_RULE,
     UNSTABLE_MARK,
+    at_point,
+    axis_line,
     axis_metrics,
     axis_table,
     column_header,
@@ -201,9 +206,7 @@ def _overview(at_reference: pd.DataFrame, axes: list[str], baseline: str) -> lis
 def _across(frame: pd.DataFrame, axis: str, reference: dict[str, Any], baseline: str) -> list[str]:
     """One swept axis, the others held at the reference point: a table per axis metric."""
     fixed = {a: v for a, v in reference.items() if a != axis}
-    data = frame
-    for other, value in fixed.items():
-        data = data[data[other] == value]
+    data = axis_line(frame, axis, reference)
     fixed_text = ", ".join(f"{AXIS_LABELS[a]} {v}" for a, v in fixed.items()) or "nothing else swept"
     lines = [f"## Across {AXIS_LABELS[axis]} ({fixed_text})", ""]
     for column in axis_metrics(frame):
@@ -212,7 +215,7 @@ def _across(frame: pd.DataFrame, axis: str, reference: dict[str, Any], baseline:
         lines += [f"### {column_header(frame, column)}", ""]
         table = axis_table(data, axis, column, baseline, higher_is_better(column))
         lines += [table.to_markdown(index=False), ""]
-    return lines
+    return lines + exponents_section(data, axis)
 
 
 def _every_cell(frame: pd.DataFrame, axes: list[str]) -> list[str]:
@@ -247,13 +250,12 @@ def render(records: list[dict[str, Any]], title: str, baseline: str, plots: list
     axes = swept_axes(frame)
     lines += _header(records, frame, axes)
     reference = reference_point(frame, axes)
-    at_reference = frame
-    for axis in axes:
-        at_reference = at_reference[at_reference[axis] == reference[axis]]
+    at_reference = at_point(frame, reference)
     if at_reference["point"].nunique() == 1:
         lines += _overview(at_reference, axes, baseline)
     for axis in axes:
         lines += _across(frame, axis, reference, baseline)
+    lines += largest_shape_section({axis: axis_line(frame, axis, reference) for axis in axes}, records)
     if plots:
         lines += ["## Plots", ""]
         for caption, name in plots:
@@ -269,7 +271,9 @@ def write_report(run_dir: Path, baseline: str = "mlp") -> Path:
     plots = []
     if records:
         frame = records_frame(records)
-        plots = write_plots(frame, swept_axes(frame), run_dir)
+        plots = write_plots(frame, swept_axes(frame), run_dir) + write_scaling_plots(frame, swept_axes(frame), run_dir)
     path = run_dir / REPORT_FILE
-    path.write_text(render(records, run_dir.name, baseline, plots), encoding="utf-8")
+    markdown = render(records, run_dir.name, baseline, plots)
+    path.write_text(markdown, encoding="utf-8")
+    write_html(run_dir, markdown, f"rerank-bench report: {run_dir.name}")
     return path

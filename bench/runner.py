@@ -98,9 +98,11 @@ def run_cells(
     on_progress: OnProgress = lambda progress: None,
     on_done: Callable[[dict[str, Any]], None] = lambda record: None,
     tags: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Run every cell of ``cells`` not yet recorded ``ok`` in ``run_dir`` on ``run``'s executor, appending one
-    record per cell, inside ``open_run``.
+    """Run every cell of ``cells`` not yet recorded ``ok`` in ``run_dir`` on ``run``'s executor (or ``executor``,
+    one built from ``run`` and adjusted by the caller, as ``bench tune --parallel`` does), appending one record per
+    cell, inside ``open_run``.
 
     A record that cannot be written (disk full) stops the run with ``RecordWriteError``; the file stays whole.
     """
@@ -109,7 +111,7 @@ def run_cells(
         summary = RunSummary(skipped=len(cells) - len(plan.todo), retried=plan.retried)
         # Fields every record of this call carries besides its cell's own (bench tune adds its `tuning` role).
         extra = {"run": {"id": run_dir.name, "command": _command_line(), "executor": run.executor}, **(tags or {})}
-        executor = make_executor(run)
+        executor = executor or make_executor(run)
         if plan.todo:
             _warn_oversubscription(plan.todo, executor)
 

@@ -34,9 +34,40 @@ def timed_block(fn: Callable[[], object], iterations: int, device: torch.device)
     return time.perf_counter() - start
 
 
+def timed_request(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
+    """One call's wall seconds around a synchronisation (launch overhead and host work included) and, on CUDA,
+    the device's milliseconds between two events recorded around it (the kernels' own time; None elsewhere)."""
+    synchronize(device)
+    events = None
+    if device.type == "cuda":
+        events = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start = time.perf_counter()
+    if events:
+        events[0].record()
+    fn()
+    if events:
+        events[1].record()
+    synchronize(device)
+    wall = time.perf_counter() - start
+    return wall, events[0].elapsed_time(events[1]) if events else None
+
+
+def warm_up(fn: Callable[[], object], calls: int, device: torch.device) -> None:
+    """``calls`` untimed calls, then a synchronisation: the first kernels, allocations and compilations happen
+    here, not in a block that sizes or times anything."""
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+
+
+WARMUP_CALLS = 2  # untimed calls before the calls per block are sized
+
+
 def calibrate(fn: Callable[[], object], min_seconds: float, device: torch.device, limit: int = MAX_CALLS) -> int:
-    """Calls per block: doubled from 1 until a timed block lasts ``min_seconds`` (or ``limit`` calls). The
-    blocks it times are the warm-up too."""
+    """Calls per block: after ``WARMUP_CALLS`` untimed calls, doubled from 1 until a timed block lasts
+    ``min_seconds`` (or ``limit`` calls). A slow first call (first CUDA kernels, a compilation) thus cannot leave
+    the blocks at one call."""
+    warm_up(fn, WARMUP_CALLS, device)
     calls = 1
     while timed_block(fn, calls, device) < min_seconds and calls < limit:
         calls *= 2

@@ -26,10 +26,12 @@ from bench.config import (
 )
 from bench.declare import Option
 from bench.models import accepted_options, check_buildable
-from bench.options import axes, cell_scalars, check_settings, check_value, with_run_defaults
+from bench.options import OPTIONS, axes, cell_scalars, check_settings, check_value, with_run_defaults
 from bench.workloads import check_fits
 from rerankers import get_spec, list_models
 
+PARTS = "sweep"  # a sweep file's [[sweep]] tables: sub-sweeps, each a product of its own axes
+PARTS_KEY = "sweep_parts"  # where the merged settings keep them (not an option: "sweep" is the file's path)
 SEED_RANK = 70  # the seeds axis (seed, seed+1, ...) sits between the item-dim and candidates axes
 
 
@@ -57,7 +59,34 @@ def load_sweep_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read sweep file {path}: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"sweep file {path} is not valid TOML: {error}") from None
-    return check_settings(data, f"sweep file {path}")
+    parts = data.pop(PARTS, None)
+    settings = check_settings(data, f"sweep file {path}")
+    if parts is not None:
+        settings[PARTS_KEY] = _checked_parts(parts, path)
+    return settings
+
+
+def _checked_parts(parts: Any, path: Path) -> list[dict[str, Any]]:
+    """The file's ``[[sweep]]`` tables, each checked like the file's own keys; a run's settings (executor,
+    timeout...) belong to the whole file, not to a part."""
+    if not isinstance(parts, list) or not parts or not all(isinstance(part, dict) for part in parts):
+        raise ConfigError(f"sweep file {path}: '{PARTS}' must be [[{PARTS}]] tables, each a product of axes")
+    checked = []
+    for number, part in enumerate(parts, 1):
+        where = f"sweep file {path}, [[{PARTS}]] number {number}"
+        whole_run = sorted(name for name in part if name in OPTIONS and OPTIONS[name].owner is RunConfig)
+        if whole_run:
+            raise ConfigError(f"{where}: {', '.join(whole_run)} applies to the whole run; set it outside [[{PARTS}]]")
+        checked.append(check_settings(part, where))
+    return checked
+
+
+def with_parts_overridden(settings: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with ``overrides`` (the command line's values) over the file's keys and over each part's."""
+    merged = {**settings, **overrides}
+    if PARTS_KEY in settings:
+        merged[PARTS_KEY] = [{**part, **overrides} for part in settings[PARTS_KEY]]
+    return merged
 
 
 def _parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -145,7 +174,21 @@ def _models_for_data(models: list[str], named: list[str], data: str) -> list[str
 
 
 def build_cells(settings: dict[str, Any]) -> list[CellConfig]:
-    """Every cell of the sweep described by merged ``settings``, validated."""
+    """Every cell of the sweep described by merged ``settings``, validated: the product of its axes or, for a file
+    with ``[[sweep]]`` parts, each part's product (the part's keys over the file's), in order, a cell that two
+    parts share once."""
+    if PARTS_KEY not in settings:
+        return _product_cells(settings)
+    shared = {name: value for name, value in settings.items() if name != PARTS_KEY}
+    cells: dict[str, CellConfig] = {}
+    for part in settings[PARTS_KEY]:
+        for cell in _product_cells({**shared, **part}):
+            cells.setdefault(cell.key(), cell)
+    return list(cells.values())
+
+
+def _product_cells(settings: dict[str, Any]) -> list[CellConfig]:
+    """Every cell of the product of the axes in merged ``settings``, validated."""
     sweep = SweepConfig.from_settings(settings)
     base = _base_cell(sweep, settings)
     if settings.get("candidates") is not None and sweep.candidate_ratio is not None:

@@ -429,21 +429,47 @@ def _delta_text(delta: tuple | None) -> tuple[str, str]:
     return f"{diff:+.3f} ± {half:.3f}{mark}", f"{p:.2g}"
 
 
-REFERENCE_RULE = "each swept axis at its smallest value" + "".join(
-    f"; a swept {axis.title} at {axis.default}" for axis in AXES if axis.type is str
+REFERENCE_RULE = (
+    "each swept axis at its smallest value"
+    + "".join(f"; a swept {axis.title} at {axis.default}" for axis in AXES if axis.type is str)
+    + "; where no cell has that point (a sweep of [[sweep]] parts), the cell where the most swept values meet"
 )
 
 
 def reference_point(frame: pd.DataFrame, axes: list[str]) -> dict[str, Any]:
     """Where the report's overview and each "Across" section hold the other swept axes (``REFERENCE_RULE``): an
-    ordered axis at its smallest value, a categorical one (the loss) at its declared default when it was swept."""
+    ordered axis at its smallest value, a categorical one (the loss) at its declared default when it was swept.
+    Sub-sweeps ([[sweep]] parts: a slate axis at one batch size, a batch axis at one slate length) need not have
+    that point: then the point of the run whose lines along the axes hold the most values, the smallest first."""
     declared = {axis.name: axis for axis in AXES}
 
     def reference(name: str) -> Any:
         axis = declared[name]
         return axis.default if axis.type is str and axis.default in set(frame[name]) else frame[name].min()
 
-    return {name: reference(name) for name in axes}
+    point = {name: reference(name) for name in axes}
+    if not axes or not at_point(frame, point).empty:
+        return point
+
+    def reach(candidate: dict[str, Any]) -> int:
+        return sum(axis_line(frame, axis, candidate)[axis].nunique() for axis in axes)
+
+    present = frame[axes].drop_duplicates().sort_values(axes)
+    candidates = [{axis: row[axis] for axis in axes} for _, row in present.iterrows()]
+    return max(candidates, key=reach)  # the first (smallest) of those that reach furthest
+
+
+def at_point(frame: pd.DataFrame, point: dict[str, Any]) -> pd.DataFrame:
+    """The cells whose axes hold the values of ``point``."""
+    data = frame
+    for axis, value in point.items():
+        data = data[data[axis] == value]
+    return data
+
+
+def axis_line(frame: pd.DataFrame, axis: str, point: dict[str, Any]) -> pd.DataFrame:
+    """The cells along ``axis`` with every other axis of ``point`` held at its value there."""
+    return at_point(frame, {other: value for other, value in point.items() if other != axis})
 
 
 def _value_label(frame: pd.DataFrame, axis: str, value: Any) -> str:

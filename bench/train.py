@@ -154,16 +154,18 @@ def train(
     The first ``warmup_steps`` steps of epoch 0 are warm-up (timed apart). The remaining steps of each
     epoch are cut into blocks of about equal length, about ``timing_blocks`` blocks over the whole
     training, each timed with one synchronisation at its end; the per-epoch validation lies between
-    blocks, outside every one of them. Timing changes nothing that is computed.
+    blocks, outside every one of them. A smaller last batch trains last in its epoch but untimed (``split_remainder``).
+    Timing changes nothing that is computed.
     """
     device = next(model.parameters()).device
     loss_fn = get_loss(config.loss)
     optimizer = make_optimizer(model, config)
     result = TrainResult(optimizer=optimizer_path(optimizer))
     batches = list(train_data.batches(batch_size))
-    warmup = min(config.warmup_steps, len(batches) - 1)
+    timed, remainder = split_remainder(batches)
+    warmup = min(config.warmup_steps, len(timed) - 1)
     selection = EpochSelection(config.select, config.epochs, config.patience)
-    steps_per_block = max(1, (config.epochs * len(batches) - warmup) // timing_blocks)
+    steps_per_block = max(1, (config.epochs * len(timed) - warmup) // timing_blocks)
     model.train()
     for epoch in range(config.epochs):
         loss_sum = torch.zeros((), device=device)
@@ -174,12 +176,14 @@ def train(
                 loss_sum += train_step(model, batch, optimizer, loss_fn)
             synchronize(device)
             result.warmup_seconds = time.perf_counter() - start
-        steps = np.arange(first, len(batches))
+        steps = np.arange(first, len(timed))
         synchronize(device)
         blocks = np.array_split(steps, max(1, round(len(steps) / steps_per_block)))
         result.epoch_blocks.append(len(blocks))
         for block in blocks:
-            _timed_block([batches[step] for step in block], model, optimizer, loss_fn, loss_sum, result)
+            _timed_block([timed[step] for step in block], model, optimizer, loss_fn, loss_sum, result)
+        if remainder is not None:  # untimed: the next block's clock starts after a synchronisation
+            loss_sum += train_step(model, remainder, optimizer, loss_fn)
         epoch_loss = (loss_sum / len(batches)).item()  # the one host read of the epoch
         if not math.isfinite(epoch_loss):
             raise Diverged(f"training loss became {epoch_loss} in epoch {epoch + 1}")
@@ -194,6 +198,14 @@ def train(
             break
     selection.restore(model)
     return result
+
+
+def split_remainder(batches: list[SlateData]) -> tuple[list[SlateData], SlateData | None]:
+    """The batches of the full size, and a smaller last one (the split's remainder; None without one). The remainder
+    trains untimed: its new shape would make a compiled model recompile inside a timed block."""
+    if len(batches) > 1 and len(batches[-1]) < len(batches[0]):
+        return batches[:-1], batches[-1]
+    return batches, None
 
 
 def _timed_block(

@@ -7,13 +7,12 @@ search), like ``report.md``.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.records import RECORDS_FILE, load_records
 from bench.stats import SIGNIFICANCE, mean_interval, paired_seeds
-from bench.tune import OBJECTIVE, trial_records
+from bench.tune import OBJECTIVE, record_seconds, trial_records
 
 TUNE_REPORT = "tune.md"
 TUNE_PLOT = "tune_history.png"
@@ -46,18 +45,10 @@ def _changed(defaults: dict[str, Any], best: dict[str, Any]) -> str:
     return ", ".join(parts) or "defaults kept"
 
 
-def _minutes(record: dict[str, Any]) -> float:
-    """A record's wall time in minutes, from its start and finish stamps (0 when it has none)."""
-    try:
-        start, end = (datetime.fromisoformat(record[k]) for k in ("started_at", "finished_at"))
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return (end - start).total_seconds() / 60
-
-
 def _empty_row() -> dict[str, Any]:
-    """A model's search before its first trial: status counts, trial values, trial 0's value, minutes spent."""
-    return {"counts": {}, "values": [], "default": math.nan, "minutes": 0.0}
+    """A model's search before its first trial: status counts, trial values, epochs trained per trial, trial 0's
+    value, minutes spent, the budget it ran under."""
+    return {"counts": {}, "values": [], "epochs": [], "default": math.nan, "minutes": 0.0, "budget": None}
 
 
 def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -65,33 +56,77 @@ def _study_rows(trials: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for record in sorted(trials, key=lambda r: r["tuning"]["trial"]):
         row = rows.setdefault(record["model"], _empty_row())
         row["counts"][record["status"]] = row["counts"].get(record["status"], 0) + 1
-        row["minutes"] += _minutes(record)
+        row["minutes"] += record_seconds(record) / 60
         value = record["tuning"]["value"]
         row["values"].append(value if value is not None else math.nan)
+        row["epochs"].append(record["tuning"].get("epochs") or 0)  # 0: a record made before epochs were counted
+        row["budget"] = record["tuning"].get("budget") or row["budget"]
         if record["tuning"]["trial"] == 0 and value is not None:
             row["default"] = value
     return rows
 
 
 def _plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Each model's best validation value so far, against its trials and against the epochs its trials trained;
+    one line per model in its report colours, named at its end; trials on whole-number ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    from bench.plot_style import model_styles, place_labels
+
+    fig, (by_trial, by_epochs) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    styles = model_styles(sorted(rows))
+    labels: dict = {by_trial: [], by_epochs: []}
     for model, row in sorted(rows.items()):
         values = np.array(row["values"], dtype=float)
         best = np.fmax.accumulate(np.where(np.isnan(values), -np.inf, values))
-        ax.plot(np.arange(len(best)), np.where(np.isinf(best), np.nan, best), marker=".", label=model)
-    ax.set_xlabel("trial (0 = the model's defaults)")
-    ax.set_ylabel(f"best validation {OBJECTIVE} so far")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        best = np.where(np.isinf(best), np.nan, best)
+        style = styles[model]
+        by_trial.plot(np.arange(len(best)), best, marker=style.marker, ms=4, color=style.colour)
+        if len(best) and not np.isnan(best[-1]):
+            labels[by_trial].append((len(best) - 1, float(best[-1]), model, style.colour))
+        if all(row["epochs"]):
+            spent = np.cumsum(row["epochs"])
+            by_epochs.step(spent, best, where="post", marker=style.marker, ms=4, color=style.colour)
+            if len(best) and not np.isnan(best[-1]):
+                labels[by_epochs].append((float(spent[-1]), float(best[-1]), model, style.colour))
+    by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_epochs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_trial.set_xlabel("trial (0 = the model's defaults)")
+    by_epochs.set_xlabel("compute: epochs trained by its trials so far (pruned trials stop early)")
+    by_trial.set_ylabel(f"best validation {OBJECTIVE} so far")
+    fig.suptitle(f"Tuning: best validation {OBJECTIVE} so far, by trial and by compute", fontsize=10)
+    for ax in (by_trial, by_epochs):
+        ax.margins(x=0.15)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    for ax, placed in labels.items():
+        place_labels(ax, placed)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _budget_line(rows: dict[str, dict[str, Any]]) -> str:
+    """Which budget the search used: equal trials, or minutes (then unequal trials)."""
+    budgets = [row["budget"] for row in rows.values() if row["budget"]]
+    if not budgets:
+        return "Budget: not recorded (a search made before budgets were recorded)."
+    budget = budgets[0]
+    size = (
+        f"{budget['trials']} trials per model, the same for every model"
+        if budget["minutes"] is None
+        else f"{budget['minutes']:g} minutes of trials per model"
+        + (f" (at most {budget['trials']} trials)" if budget["trials"] is not None else "")
+    )
+    return (
+        f"Budget: {size}; trials asked in batches of {budget['batch']}, {budget['parallel']} at once "
+        "(on Ray: as many as the cluster holds)."
+    )
 
 
 def render_tune_report(run_dir: Path) -> str:
@@ -109,13 +144,16 @@ def render_tune_report(run_dir: Path) -> str:
         "",
         *([f"Command: `{command}`", ""] if command else []),
         f"Each model's learning rate and declared options were searched on the **validation split** (Optuna TPE, "
-        f"median pruner on the per-epoch validation {OBJECTIVE}; trial 0 is the model's defaults). The test split "
+        f"successive halving on the per-epoch validation {OBJECTIVE}, against earlier batches' trials; trial 0 is "
+        f"the model's defaults). The test split "
         f"was used only afterwards: the defaults and the best trial's settings, each on the same seeds, "
         f"{OBJECTIVE} mean ± 95% t-interval over seeds; Δ is paired by seed (same data), with the paired t-test's p.",
         "",
-        "| model | trials (ok / pruned / failed) | search (min) | valid default | valid tuned | changed settings "
-        "| test default | test tuned | Δ tuned − default (p) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        _budget_line(rows),
+        "",
+        "| model | trials (ok / pruned / failed) | search (min) | epochs trained | valid default | valid tuned "
+        "| changed settings | test default | test tuned | Δ tuned − default (p) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     summary: dict[str, dict[str, float]] = {}
     for model in sorted(set(rows) | set(params)):
@@ -136,7 +174,7 @@ def render_tune_report(run_dir: Path) -> str:
         lines.append(
             f"| {model} | {counts.get('ok', 0)} / {counts.get('pruned', 0)} / "
             f"{sum(n for s, n in counts.items() if s not in ('ok', 'pruned'))} | {row['minutes']:.1f} | "
-            f"{row['default']:.3f} | "
+            f"{sum(row['epochs']) or '–'} | {row['default']:.3f} | "
             f"{valid_best:.3f} | {_changed(chosen.get('default', {}), chosen.get('tuned', chosen.get('default', {})))} "
             f"| {_fmt(d_mean, d_half)} | {_fmt(t_mean, t_half)} | {delta_text} |"
         )
@@ -151,7 +189,7 @@ def render_tune_report(run_dir: Path) -> str:
     lines += ["", *_ranking_section(summary, final)]
     if rows:
         _plot(rows, run_dir / TUNE_PLOT)
-        lines += ["", f"![best validation {OBJECTIVE} per trial]({TUNE_PLOT})"]
+        lines += ["", f"![best validation {OBJECTIVE} so far, per trial and per epoch trained]({TUNE_PLOT})"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,9 @@
 """Turn the speed suite's pytest-benchmark JSON into results/reference/benchmarks.md (ratios vs targets).
 
 python benchmarks/summarize.py results/reference/benchmarks.json > results/reference/benchmarks.md
+
+The whole summary is written either way; the exit status is 1 when any target is missed (a `NO` in a table), so
+the nox session that runs it (`nox -s benchmarks`) fails, with one line per miss on stderr.
 """
 
 from __future__ import annotations
@@ -61,12 +64,14 @@ Reading the figures:
 STEP_TARGET = 0.95  # the harness's step of a model at least this fast as a bare PyTorch loop of the same model
 
 
-def model_steps(benchmarks: list[dict]) -> None:
+def model_steps(benchmarks: list[dict]) -> list[str]:
     """Every model's training step as a default cell runs it, against a bare loop of the same model run before
-    each of its rounds (the ratio: the median over rounds of bare time / harness time)."""
+    each of its rounds (the ratio: the median over rounds of bare time / harness time). Returns the missed
+    targets."""
     steps = [b for b in benchmarks if b["name"].startswith("test_model_step[")]
+    missed: list[str] = []
     if not steps:
-        return
+        return missed
     print("\n## Every model's training step: harness vs a bare loop of the same model, round by round\n")
     print("| model | harness (ms/step) | bare (ms/step) | harness samples/s | bare / harness | target | met |")
     print("|---|---|---|---|---|---|---|")
@@ -78,13 +83,17 @@ def model_steps(benchmarks: list[dict]) -> None:
         ratio = statistics.median(theirs / ours for ours, theirs in zip(harness, bare, strict=True))
         ours, theirs = statistics.median(harness), statistics.median(bare)
         met = "yes" if ratio >= STEP_TARGET else "NO"
+        if ratio < STEP_TARGET:
+            missed.append(f"{b['params']['name']} training step: {ratio:.2f}x a bare loop, target >= {STEP_TARGET:g}x")
         print(
             f"| {b['params']['name']} | {ours / info['steps'] * 1e3:.1f} | {theirs / info['steps'] * 1e3:.1f} | "
             f"{info['samples'] / ours:,.0f} | {ratio:.2f}x | >= {STEP_TARGET:g}x | {met} |"
         )
+    return missed
 
 
-def main(path: str) -> None:
+def main(path: str) -> list[str]:
+    """Print the summary of the pytest-benchmark JSON at ``path``; return the targets it missed."""
     data = json.loads(Path(path).read_text())
     by_name = {b["name"]: b for b in data["benchmarks"]}
     machine = data["machine_info"]
@@ -100,11 +109,14 @@ def main(path: str) -> None:
     )
     print("| comparison | ours (median) | theirs (median) | ratio | target | met |")
     print("|---|---|---|---|---|---|")
+    missed: list[str] = []
     for _, ours, theirs, what, target in PAIRS:
         if ours not in by_name or theirs not in by_name:  # a run of part of the suite (pytest -k)
             continue
         a, b = by_name[ours]["stats"], by_name[theirs]["stats"]
         ratio = b["median"] / a["median"]
+        if ratio < target:
+            missed.append(f"{what}: {ratio:.2f}x, target >= {target:g}x")
         print(
             f"| {what} | {a['median'] * 1e3:.2f} ms | {b['median'] * 1e3:.2f} ms | {ratio:.2f}x | "
             f">= {target:g}x | {'yes' if ratio >= target else 'NO'} |"
@@ -119,7 +131,7 @@ def main(path: str) -> None:
             median = by_name[name]["stats"]["median"]
             print(f"| {name.removeprefix('test_generator_')} | {rows / median:,.0f} | {founding / median:.1f}x |")
     print(READING)
-    model_steps(data["benchmarks"])
+    missed += model_steps(data["benchmarks"])
     print("\n## Forward latency at batch 1 (eval mode, inference_mode)\n")
     print("| model | median (ms) | p-min (ms) | rounds |")
     print("|---|---|---|---|")
@@ -127,7 +139,11 @@ def main(path: str) -> None:
         if b["name"].startswith("test_forward_latency_batch_1"):
             s = b["stats"]
             print(f"| {b['param']} | {s['median'] * 1e3:.3f} | {s['min'] * 1e3:.3f} | {s['rounds']} |")
+    return missed
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/reference/benchmarks.json")
+    misses = main(sys.argv[1] if len(sys.argv) > 1 else "results/reference/benchmarks.json")
+    for miss in misses:
+        print(f"target missed: {miss}", file=sys.stderr)
+    sys.exit(1 if misses else 0)

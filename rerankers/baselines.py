@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rerankers.batch import SlateBatch, mask_padding
+from rerankers.precision import exact_fp32
 from rerankers.registry import register
 
 UtilityFn = Callable[[SlateBatch], torch.Tensor]
@@ -47,7 +48,8 @@ class OracleReranker(nn.Module):
     scores that put each displayed slate in its best order. Without one the model still constructs (for
     listings and parameter counts) but cannot score. It is as permutation-equivariant as its utility
     function; the synthetic ones are (they see the list through per-feature mean, std and max, and the
-    displayed slate through the initial ranks).
+    displayed slate through the initial ranks). The utilities are computed in plain fp32 whatever the cell's
+    precision (bf16 autocast, TF32), as the truth was: near-ties break as they did there, so the ceiling is exact.
     """
 
     def __init__(self, user_dim: int, item_dim: int, utility_fn: UtilityFn | None = None) -> None:
@@ -60,4 +62,6 @@ class OracleReranker(nn.Module):
                 "the oracle needs a utility_fn (the true utility of each item); "
                 "only workloads that know it (synthetic data) can provide one"
             )
-        return mask_padding(self.utility_fn(batch).to(batch.items.dtype), batch.mask)
+        with exact_fp32(batch.items.device.type):
+            utility = self.utility_fn(batch)
+        return mask_padding(utility.to(batch.items.dtype), batch.mask)

@@ -14,7 +14,8 @@ POOLINGS = ("mean", "max", "mean+max")
 @register(
     "deepsets",
     permutation_equivariant=True,
-    search_space={"d_model": [32, 64, 128, 256], "pooling": list(POOLINGS)},
+    # d_model capped at 88: 1.84x the default cell's training FLOPs per sample (128: 3.8x), docs/tuning.md.
+    search_space={"d_model": [32, 64, 88], "pooling": list(POOLINGS)},
 )
 class DeepSets(nn.Module):
     """DeepSets: item features + a pooled summary of the whole list through an MLP; the cheapest list-aware model.

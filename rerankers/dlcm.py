@@ -9,7 +9,9 @@ from rerankers.batch import SlateBatch, mask_padding, reading_order, user_item_f
 from rerankers.registry import register
 
 
-@register("dlcm", search_space={"d_model": [32, 64, 128, 256], "num_layers": [1, 2], "heads": [1, 3, 5]})
+# Capped so that the costliest point (d 64, 2 GRU layers) trains at most ~2x the default cell's FLOPs per sample
+# (d 96 with 1 layer: 2.25x, d 128: 4x): docs/tuning.md.
+@register("dlcm", search_space={"d_model": [32, 48, 64], "num_layers": [1, 2], "heads": [1, 3, 5]})
 class DLCM(nn.Module):
     """DLCM (Ai et al. 2018): a GRU reads the initial list in reverse; a local ranking function scores.
 

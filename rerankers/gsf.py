@@ -19,7 +19,9 @@ HASH_SEED = 0x65F  # fixes the projections that turn an item's features into its
 @register(
     "gsf",
     permutation_equivariant=True,
-    search_space={"d_model": [32, 64, 128, 256], "group_size": [1, 2, 3], "hidden_layers": [2, 3]},
+    # Capped so that the costliest point (d 88, groups of 2, 3 layers) trains at most ~2x the default cell's FLOPs
+    # per sample (1.88x; groups of 3 at d 88: 2.5x, d 128: 3.95x): docs/tuning.md.
+    search_space={"d_model": [32, 64, 88], "group_size": [1, 2], "hidden_layers": [2, 3]},
 )
 class GSF(nn.Module):
     """GSF (Ai et al. 2019): an MLP scores groups of g items jointly; an item's score averages its groups.
@@ -80,6 +82,7 @@ class GSF(nn.Module):
         layers.append(nn.Linear(hidden_sizes[-1], group_size))
         self.net = nn.Sequential(*layers)
         self._exact: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._projections: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     def _exact_groups(self, length: int, device: torch.device) -> torch.Tensor:
         """[G, g] every ordered tuple of g distinct slots."""
@@ -89,11 +92,15 @@ class GSF(nn.Module):
             self._exact[key] = torch.tensor(tuples, dtype=torch.long, device=device).view(-1, self.group_size)
         return self._exact[key]
 
-    @staticmethod
-    def _item_keys(items: torch.Tensor, shuffles: int) -> torch.Tensor:
-        """[B, shuffles, L] keys in [0, 1), each a hash of the item's own features (float64)."""
-        g = torch.Generator().manual_seed(HASH_SEED)
-        projection = torch.randn(items.shape[-1], shuffles, generator=g, dtype=torch.float64).to(items.device)
+    def _item_keys(self, items: torch.Tensor, shuffles: int) -> torch.Tensor:
+        """[B, shuffles, L] keys in [0, 1), each a hash of the item's own features (float64). The projection is
+        drawn on the CPU once per shape and device and kept there: no host-to-device copy per forward pass."""
+        key = (items.shape[-1], shuffles, items.device)
+        if key not in self._projections:
+            g = torch.Generator().manual_seed(HASH_SEED)
+            projection = torch.randn(items.shape[-1], shuffles, generator=g, dtype=torch.float64)
+            self._projections[key] = projection.to(items.device)
+        projection = self._projections[key]
         return torch.remainder(torch.sin(items.double() @ projection) * 43758.5453, 1.0).transpose(1, 2)
 
     def _sampled_groups(self, batch: SlateBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,13 +151,36 @@ class GSF(nn.Module):
     def _score_groups(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[B, G, g] the net's scores of the valid groups (0 for the others), from their first-layer sums [B, G, h].
 
-        Only the valid groups go through the net: batch norm's statistics must not see padding. When every group
-        is valid (no padding), they go as they lie, in the same order, without gathering them first.
+        Every group goes through the net (its linear layers and ReLUs work row by row), but batch norm's statistics
+        in training come from the valid groups only (``masked_batch_norm``), so padding never changes a score;
+        the invalid groups' outputs are then zeroed. No step reads ``valid`` on the host, so a GPU never waits.
         """
         rows, groups, _ = hidden.shape
-        if bool(valid.all()):
-            return self.net(hidden.reshape(rows * groups, self.width)).view(rows, groups, -1)
-        outputs = hidden.new_zeros(rows, groups, self.group_size)
-        if valid.any():
-            outputs[valid] = self.net(hidden[valid])
-        return outputs
+        flat = hidden.reshape(rows * groups, self.width)
+        keep = valid.reshape(-1, 1)
+        for layer in self.net:
+            flat = masked_batch_norm(layer, flat, keep) if isinstance(layer, nn.BatchNorm1d) else layer(flat)
+        return flat.view(rows, groups, -1).masked_fill(~valid.unsqueeze(-1), 0.0)
+
+
+def masked_batch_norm(norm: nn.BatchNorm1d, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``norm`` applied to the rows of ``x`` [N, C] with ``keep`` [N, 1] true, as ``norm(x[keep])`` would (its
+    statistics, its running averages updated with momentum, the unbiased variance, none of it changed when no row
+    is kept); the other rows are normalised with the same statistics. Eval mode uses the running statistics, row by
+    row, as ``norm`` does. Equal to ``norm(x[keep])`` up to rounding, without the data-dependent shape."""
+    if not norm.training or norm.running_mean is None or norm.momentum is None:
+        return norm(x)
+    weight = keep.to(torch.float32)
+    count = weight.sum()
+    mean = (x * weight).sum(dim=0) / count.clamp_min(1)
+    squares = ((x - mean) * weight).square().sum(dim=0)
+    variance = squares / count.clamp_min(1)
+    with torch.no_grad():
+        seen = count > 0
+        momentum = norm.momentum
+        unbiased = squares / (count - 1).clamp_min(1)
+        for running, batch_value in ((norm.running_mean, mean), (norm.running_var, unbiased)):
+            running.copy_(torch.where(seen, (1 - momentum) * running + momentum * batch_value, running))
+        norm.num_batches_tracked.add_(seen.long())
+    out = (x - mean) * torch.rsqrt(variance + norm.eps)
+    return out * norm.weight + norm.bias if norm.affine else out

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rerankers.batch import SlateBatch, mask_padding, reading_order, user_item_features
 from rerankers.registry import register
 
 
-@register("seq2slate", search_space={"d_model": [32, 64, 128, 256]})
+# d_model capped at 88: 1.84x the default cell's training FLOPs per sample (128: 3.8x), docs/tuning.md.
+@register("seq2slate", search_space={"d_model": [32, 64, 88]})
 class Seq2Slate(nn.Module):
     """Seq2Slate (Bello et al. 2018): LSTM encoder + pointer-network decoder; scores from its first pointer step.
 
@@ -47,13 +47,29 @@ class Seq2Slate(nn.Module):
         self.v = nn.Linear(d_model, 1, bias=False)
 
     def _encode(self, batch: SlateBatch, embedded: torch.Tensor):
-        """Encoder outputs back in the input's slots, and the final (h, c) of each list."""
+        """Encoder outputs back in the input's slots (0 at padding), and the final (h, c) of each list.
+
+        The encoder's LSTM steps through the list in reading order (real items first, padding last); a list's
+        state stops changing after its last real item (a list without one reads one slot, as a packed sequence
+        of length 1 would). The same function as running ``self.encoder`` on the packed real items, without
+        packing: packing needs the lengths on the host (a synchronisation on a GPU).
+        """
+        rows, length = batch.mask.shape
         order = reading_order(batch).unsqueeze(-1).expand(-1, -1, self.d_model)
-        lengths = batch.mask.sum(dim=1).clamp_min(1).cpu()
-        packed = pack_padded_sequence(embedded.gather(1, order), lengths, batch_first=True, enforce_sorted=False)
-        outputs, (h, c) = self.encoder(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=embedded.shape[1])
-        return torch.zeros_like(outputs).scatter_(1, order, outputs), (h[0], c[0])
+        inputs = embedded.gather(1, order)
+        lengths = batch.mask.sum(dim=1, keepdim=True).clamp_min(1)
+        real = torch.arange(length, device=lengths.device) < lengths  # [B, L], in reading order
+        lstm = self.encoder
+        weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        h = c = inputs.new_zeros(rows, self.d_model)
+        steps = []
+        for step in range(length):
+            h_next, c_next = torch.lstm_cell(inputs[:, step], (h, c), *weights)
+            now = real[:, step : step + 1]
+            h, c = torch.where(now, h_next, h), torch.where(now, c_next, c)
+            steps.append(h_next.masked_fill(~now, 0.0))
+        outputs = torch.stack(steps, dim=1)
+        return torch.zeros_like(outputs).scatter_(1, order, outputs), (h, c)
 
     def forward(self, batch: SlateBatch) -> torch.Tensor:
         rows = batch.mask.shape[0]

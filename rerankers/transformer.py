@@ -12,10 +12,12 @@ from rerankers.registry import register
 @register(
     "transformer",
     permutation_equivariant=True,
+    # Capped so that its costliest point (d 96, 2 layers, ff 256) trains at most ~2x the default cell's FLOPs per
+    # sample (1.74x; d 128 would be 2.64x, a third layer 2.61x): docs/tuning.md.
     search_space={
-        "d_model": [32, 64, 128, 256, 512],
-        "num_layers": [1, 2, 3, 4],
-        "dim_feedforward": [128, 256, 512, 1024],
+        "d_model": [32, 64, 96],
+        "num_layers": [1, 2],
+        "dim_feedforward": [128, 256],
         "nhead": [1, 2, 4],
         "dropout": (0.0, 0.3),
     },
@@ -49,7 +51,8 @@ class TransformerReranker(nn.Module):
         return mask_padding(self.score(hidden).squeeze(-1), batch.mask)
 
 
-@register("mlp", permutation_equivariant=True, search_space={"d_model": [32, 64, 128, 256, 512]})
+# d_model capped at 88: 1.85x the default cell's training FLOPs per sample (128: 3.8x), docs/tuning.md.
+@register("mlp", permutation_equivariant=True, search_space={"d_model": [32, 64, 88]})
 class MLPReranker(nn.Module):
     """Pointwise MLP with 3 hidden layers; scores each item without seeing the list."""
 

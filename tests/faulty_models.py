@@ -99,3 +99,17 @@ class IntScores(_Base):
 
     def forward(self, batch):
         return (self.score(batch).clamp(-1e6, 1e6) * 100).long()
+
+
+@register("test-exceeds-budget")
+class ExceedsBudget(_Base):
+    """Asks torch for as many bytes as the process's memory budget (RLIMIT_DATA) allows in all, which the process
+    (already holding the interpreter and torch) cannot get under it; without a budget it scores as _Base does."""
+
+    def forward(self, batch):
+        import resource
+
+        budget = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        if budget != resource.RLIM_INFINITY:
+            torch.empty(budget, dtype=torch.uint8)
+        return self.score(batch)

@@ -63,3 +63,23 @@ def test_total_acc_is_not_comparable_for_a_model_whose_undisplayed_scores_mean_n
     mlp_row = next(line for line in ranking.splitlines() if line.startswith("| mlp"))
     assert "n/c" in prm_row and "0.034" not in prm_row
     assert "0.440" in mlp_row and "n/c" not in mlp_row
+
+
+def test_headers_and_shown_values_come_from_the_entry():
+    from bench.catalog import entries, is_quality, of_kind, short_header, shown_value, summarising
+
+    assert header("train_mfu") == "train MFU (%)" and shown_value("train_mfu", 0.25) == 25.0
+    assert shown_value("slate_acc", 0.25) == 0.25 and shown_value("no_such_metric", 0.25) == 0.25
+    assert header("slate_acc") == "slate accuracy" and header("no_such_metric") == "no_such_metric"
+    assert header("test_slates") == "test slates", "a count's unit is not shown"
+    assert short_header("train_samples_per_s") == "train (/s)" and short_header("slate_acc") == "slate accuracy"
+    assert short_header("no_such_metric") == "no_such_metric"
+    latency = ["latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b1_p99_ms"]
+    assert [m.name for m in summarising("latency_b1_ms")] == latency
+    assert [m.quantile for m in summarising("latency_b1_ms")] == [0.5, 0.95, 0.99]
+    assert all(m.kind in ("speed", "latency") for m in of_kind("speed", "latency")) and of_kind("speed")
+    assert {m.name for m in of_kind("accuracy")} >= {"slate_acc", "ndcg@k", "regret"}
+    assert entries()[0].name == "slate_acc" and len(entries()) == len({m.name for m in entries()})
+    assert is_quality("ndcg@3") and not is_quality("train_samples_per_s") and not is_quality("no_such_metric")
+    assert lookup("ndcg@x") is None and lookup("nosuch@5") is None and lookup("ndcg@") is None
+    assert lookup("map@10").label == "MAP@10" and lookup("map@10").name == "map@10"

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_command_is_found_in_help_order():
-    names = ["run", "tune", "list", "report", "compare", "ab"]
+    names = ["run", "tune", "list", "report", "export", "compare", "ab"]
     assert [c.name for c in commands()] == names
     help_text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
     positions = [help_text.index(f"│ {name} ") for name in names]

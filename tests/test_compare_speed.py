@@ -70,7 +70,7 @@ def test_a_contended_cell_is_shown_but_not_a_regression_unless_asked(tmp_path):
     before, after = _run_dir(tmp_path, "a", 1000.0), _run_dir(tmp_path, "b", 500.0, contended=True)
     result = invoke("compare", before, after)
     assert result.exit_code == 0, result.output
-    assert "contended" in result.stdout and "1 cell(s) contended" in result.stdout
+    assert "contended: not judged" in result.stdout and "1 cell(s) ran contended in A or B" in result.stdout
     strict = invoke("compare", before, after, "--include-contended")
     assert strict.exit_code == 1 and "REGRESSION" in strict.stdout
 

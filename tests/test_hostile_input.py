@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -188,14 +189,64 @@ def _read_only_dir(tmp_path):
         _records_is_a_directory,
         lambda tmp_path: [Path("/proc/rerank-bench-test")],
         pytest.param(_read_only_dir, marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")),
+        "read-only file system",
     ],
 )
 def test_unwritable_output_is_refused_before_any_cell(tmp_path, where, monkeypatch):
+    """Permission bits do not bind root (CI runs as root), a read-only mount does: that case is simulated below
+    the code, where the file system answers (``read_only_file_system``), and runs for every user."""
     import bench.executor
 
     monkeypatch.setattr(bench.executor.InlineExecutor, "run", lambda *a: pytest.fail("a cell ran"))
+    if where == "read-only file system":
+        (tmp_path / "ro").mkdir()
+        read_only_file_system(monkeypatch, tmp_path / "ro")
+        out, extra = tmp_path / "ro", []
+        assert_refused(tiny_run(out), "Read-only file system")
+        assert list(out.iterdir()) == [], "nothing was written"
+        return
     out, *extra = where(tmp_path)
     assert_refused(tiny_run(out, *extra), "cannot write the run's records")
+
+
+def read_only_file_system(monkeypatch, root: Path) -> None:
+    """Every write under ``root`` fails with EROFS, as on a file system mounted read-only: creating a directory
+    (``os.mkdir``, behind ``Path.mkdir``) and opening a file for writing (``open``, ``io.open``, ``os.open``).
+    Reads pass. The code under test runs unchanged: only the operating system's answer is replaced."""
+    import builtins
+    import io
+
+    top = os.path.abspath(root)
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def under(path) -> bool:
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return False  # a file descriptor
+        where = os.path.abspath(os.fsdecode(path))
+        return where == top or where.startswith(top + os.sep)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+
+    def open_(file, mode="r", *args, **kwargs):
+        if under(file) and any(c in mode for c in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+        if under(path) and flags & writes:
+            refuse(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if under(path):
+            refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    for module, name, fake in ((builtins, "open", open_), (io, "open", open_), (os, "open", os_open)):
+        monkeypatch.setattr(module, name, fake)
+    monkeypatch.setattr(os, "mkdir", mkdir)
 
 
 def test_a_read_only_records_file_is_refused_before_any_cell(tmp_path, monkeypatch):
@@ -232,16 +283,53 @@ def test_a_full_disk_leaves_no_torn_line(template, tmp_path, monkeypatch):
         append_record(Path("/dev/full"), record_of(seed=1))
 
 
+class FillingFile(io.FileIO):
+    """A file on a disk that fills up while a record is written: the first write stores half of its bytes (a short
+    write, as write(2) returns when the disk fills partway), every later one fails with ENOSPC."""
+
+    full = False
+
+    def write(self, data) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.full = True
+        return super().write(bytes(data)[: len(data) // 2])
+
+
 def test_a_full_disk_mid_run_is_one_error_line(tmp_path, monkeypatch):
-    import bench.runner
+    """Through the CLI and the real append path: the disk fills while the second cell's record is written; the file
+    is cut back to the first record's line, the run ends with one `error:` line (exit 1), a re-run computes only
+    the second cell."""
+    import builtins
 
-    def full(path, record):
-        raise RecordWriteError(errno.ENOSPC, f"cannot append to {path}: No space left on device")
+    import bench.records
 
-    monkeypatch.setattr(bench.runner, "append_record", full)
-    result = tiny_run(tmp_path, "--run-id", "r")
+    appends = []
+
+    def open_(path, mode="r", *args, **kwargs):
+        if str(path).endswith("records.jsonl") and mode == "a+b":  # append_record's open
+            appends.append(Path(path).read_bytes() if Path(path).exists() else b"")
+            if len(appends) == 2:
+                return FillingFile(path, "a+")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(bench.records, "open", open_, raising=False)
+    result = tiny_run(tmp_path, "--run-id", "r", "--seeds", "2")
     assert result.exit_code == 1, result.output
-    assert "error: cannot append" in result.stderr and "Traceback" not in result.output
+    # one error, which the console may wrap over several lines of its width
+    assert result.stderr.count("error:") == 1, result.stderr
+    error = " ".join(result.stderr[result.stderr.index("error:") :].split())
+    assert error.startswith("error: cannot append to ")
+    assert "No space left on device; the records file is whole" in error
+    assert "Traceback" not in result.output
+    path = tmp_path / "r" / "records.jsonl"
+    assert len(appends) == 2 and path.read_bytes() == appends[1], "cut back to its last whole line"
+    (kept,) = load_records(path)
+    monkeypatch.undo()
+    again = tiny_run(tmp_path, "--run-id", "r", "--seeds", "2")
+    assert again.exit_code == 0, again.output
+    records = load_records(path)
+    assert len(records) == 2 and records[0] == kept and records[1]["key"] != kept["key"]
 
 
 # --- 3. one run per run directory -----------------------------------------------------------------
@@ -567,8 +655,13 @@ def test_sigterm_is_handled_like_ctrl_c(template, tmp_path, monkeypatch):
 
 
 def test_unreachable_ray_cluster_is_refused_quickly(tmp_path):
+    """A closed port, through the CLI, within the promised bound (``CONNECT_TIMEOUT_S``, 15 s). Needs the ray
+    extra (CI installs `.[test,ray]`); without it `--executor ray` is refused earlier, for the missing package, and
+    this test is skipped. The bound for an address that never answers is held by the next test, without Ray."""
     pytest.importorskip("ray")
     import socket
+
+    from bench.ray_executor import CONNECT_TIMEOUT_S
 
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -576,7 +669,30 @@ def test_unreachable_ray_cluster_is_refused_quickly(tmp_path):
     started = time.monotonic()
     result = tiny_run(tmp_path, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}")
     assert_refused(result, "cannot reach the Ray cluster")
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < CONNECT_TIMEOUT_S
+    assert not (tmp_path / "r").exists() and list(tmp_path.glob("*/records.jsonl")) == []
+
+
+def test_a_ray_address_that_never_answers_is_given_up_after_15_s(monkeypatch):
+    """The connection attempt is bounded by 15 s (the Guarantees table's promise): an address that swallows the
+    connection is refused with a ConfigError naming the bound. The socket's answer is simulated (a timeout after
+    the given seconds), so the test takes no time and needs no Ray."""
+    import socket
+
+    from bench.errors import ConfigError
+    from bench.ray_executor import CONNECT_TIMEOUT_S, check_reachable
+
+    asked = []
+
+    def never_answers(address, timeout=None, *args, **kwargs):
+        asked.append((address, timeout))
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    refusal = r"cannot reach the Ray cluster at 10\.0\.0\.1:6379 within 15 s \(timed out\)"
+    with pytest.raises(ConfigError, match=refusal):
+        check_reachable("10.0.0.1:6379")
+    assert CONNECT_TIMEOUT_S == 15 and asked == [(("10.0.0.1", 6379), 15)]
 
 
 # --- 10. conflicting or ignored flags --------------------------------------------------------------

@@ -66,3 +66,16 @@ def test_kl_matches_torch_kldiv_and_handles_padding():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(padded.grad).all()
+
+
+def test_utility_gains_start_from_the_lowest_real_item_whatever_a_padded_one_holds():
+    """With variable slate lengths (--slate-min) a padded slot may hold any utility: the gains of the real items are
+    those of the slate without it, and a padded slot gains nothing."""
+    utility = torch.tensor([[1.0, 3.0, -100.0, 50.0], [2.0, 0.5, 4.0, -7.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    gains = utility_gains(utility, mask)
+    assert gains.tolist() == [[0.0, 2.0, 0.0, 0.0], [1.5, 0.0, 3.5, 0.0]]
+    assert torch.equal(gains[:1, :2], utility_gains(utility[:1, :2]))
+    # a scorer that puts the lowest real item first earns nothing at ndcg@1
+    scores = torch.tensor([[9.0, 1.0, 5.0, 7.0], [1.0, 9.0, 2.0, 8.0]])
+    assert ndcg_at_k(scores, gains, 1, mask).tolist() == [0.0, 0.0]

@@ -27,7 +27,8 @@ def test_sweep_file_keys_are_unchanged():
     later = {"lr", "amsgrad", "warmup_steps", "select", "cpu_dropout", "patience"}
     measure = {"latency_requests", "throughput_blocks", "min_block_seconds"}
     worlds = {"world", "world_strength", "world_topics", "world_window"}
-    assert FILE_KEYS == FORMER_FILE_KEYS | later | measure | worlds
+    budget = {"memory_limit"}  # issue 30: each cell's memory budget
+    assert FILE_KEYS == FORMER_FILE_KEYS | later | measure | worlds | budget
 
 
 def test_axes_keep_the_product_order():

@@ -171,3 +171,26 @@ def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch):
     result = invoke("run", "--profile", "smoke", "--models", "mlp", "--executor", "ray", "--out", tmp_path)
     assert result.exit_code == 2
     assert 'pip install "rerank-bench[ray]"' in result.stderr
+
+
+def test_a_ray_trial_is_pruned_from_its_epochs(cluster, tmp_path):
+    """The tasks' epochs reach the driver's pruner: against an earlier batch no trial can beat at epoch 1, both
+    Ray trials stop after epoch 1 and are recorded as pruned."""
+    import optuna
+
+    from bench.config import PROFILES, CellConfig
+    from bench.ray_executor import RayExecutor
+    from bench.tune import STUDY_FILE, Budget, _study, search, study_name, trial_records, trial_runner
+
+    base = CellConfig(model="mlp", **{**PROFILES["smoke"], "model_kwargs": {"d_model": 16}, "threads": 1})
+    study = _study(tmp_path, study_name(base), base.seed)
+    unbeatable = optuna.trial.create_trial(
+        value=2.0, intermediate_values={1: 2.0, 2: 2.0}, system_attrs={"completed_rung_0": 2.0}
+    )
+    study.add_trial(unbeatable)  # an earlier batch's trial: slate_acc is at most 1
+    search(base, tmp_path, Budget(trials=2, seeds=1, parallel=2), trial_runner(RayExecutor()))
+    records = trial_records(tmp_path)
+    assert [r["status"] for r in records] == ["pruned", "pruned"]
+    assert all(len(r["history"]["valid_slate_acc"]) == 1 for r in records)
+    study = optuna.load_study(study_name=study_name(base), storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "PRUNED"]

@@ -14,7 +14,10 @@ def test_every_cell_axis_is_a_report_axis_with_its_declared_name():
     assert "lr" in AXIS_COLUMNS and "models" not in AXIS_COLUMNS
     assert AXIS_LABELS == {axis.name: axis.title for axis in axes}
     assert AXIS_LABELS["slate_length"] == "slate length T" and AXIS_LABELS["lr"] == "learning rate"
-    assert REFERENCE_RULE == "each swept axis at its smallest value; a swept world at independent; a swept loss at kl"
+    assert REFERENCE_RULE == (
+        "each swept axis at its smallest value; a swept world at independent; a swept loss at kl; where no cell has "
+        "that point (a sweep of [[sweep]] parts), the cell where the most swept values meet"
+    )
 
 
 def test_a_sweep_over_the_learning_rate_alone_gets_its_section(tmp_path):

@@ -5,9 +5,10 @@ import copy
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rerankers
-from rerankers import SlateBatch, mask_padding
+from rerankers import SlateBatch, mask_padding, reading_order, user_item_features
 from rerankers.attention import _SAFE_SOFTMAX, use_attention
 
 
@@ -72,6 +73,37 @@ def test_gsf_is_its_plain_definition(length, group_size, padded, training):
     plain, plain_grads = scores_and_grads(model, lambda b: gsf_reference(model, b), batch, seed=1)
     torch.testing.assert_close(fast, plain)
     assert len(fast_grads) == len(plain_grads) == (len(list(model.parameters())) if training else 0)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def seq2slate_reference(model, batch: SlateBatch) -> torch.Tensor:
+    """Seq2Slate as its docstring defines it, written plainly: the encoder LSTM over each list's real items packed
+    (lengths on the host), then the first pointer step."""
+    rows = batch.mask.shape[0]
+    embedded = model.embed(user_item_features(batch))
+    order = reading_order(batch).unsqueeze(-1).expand(-1, -1, model.d_model)
+    lengths = batch.mask.sum(dim=1).clamp_min(1).cpu()
+    packed = pack_padded_sequence(embedded.gather(1, order), lengths, batch_first=True, enforce_sorted=False)
+    outputs, (h, c) = model.encoder(packed)
+    outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=embedded.shape[1])
+    encoded = torch.zeros_like(outputs).scatter_(1, order, outputs)
+    hidden, _ = model.decoder(model.go.expand(rows, -1), (h[0], c[0]))
+    pointer = model.v(torch.tanh(model.w_enc(encoded) + model.w_dec(hidden).unsqueeze(1))).squeeze(-1)
+    return mask_padding(pointer, batch.mask)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_seq2slate_is_its_plain_definition(padded):
+    torch.manual_seed(0)
+    model = rerankers.build_model("seq2slate", user_dim=3, item_dim=4, d_model=8).train()
+    batch = fixed_lists(5, 6, padded)
+    if padded:
+        batch.mask[2] = False  # a list without a real item reads one slot, as a packed sequence of length 1
+    fast, fast_grads = scores_and_grads(model, model, batch, seed=1)
+    plain, plain_grads = scores_and_grads(model, lambda b: seq2slate_reference(model, b), batch, seed=1)
+    torch.testing.assert_close(fast, plain)
+    assert len(fast_grads) == len(plain_grads) == len(list(model.parameters()))
     for a, b in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b)
 

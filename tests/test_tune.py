@@ -13,16 +13,14 @@ import optuna
 import pytest
 import torch
 
-from bench.cell import run_cell
 from bench.config import CellConfig, TrainConfig, WorkloadConfig
 from bench.data import generate
-from bench.executor import InlineExecutor
+from bench.executor import InlineExecutor, Progress, StopCell
 from bench.records import new_record
 from bench.train import train, valid_slate_acc
 from bench.tune import (
     STUDY_FILE,
     Budget,
-    TrialPruned,
     check_study_file,
     default_params,
     search,
@@ -32,7 +30,7 @@ from bench.tune import (
     trial_runner,
 )
 from bench.tune_report import render_tune_report
-from rerankers import build_model, model_names
+from rerankers import build_model, get_spec, model_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,21 +80,37 @@ def test_every_declared_search_space_names_real_options(name, smoke_cell):
     search_space(smoke_cell(name))  # raises on an option the model does not take
 
 
-def test_a_pruned_trial_is_recorded_as_pruned(smoke_cell, tmp_path):
-    calls = []
+def scripted_trials(epoch_one_values):
+    """Trials that report the given validation value at epoch 1 (by trial order) and complete with it, untrained."""
+    values = iter(epoch_one_values)
 
-    def prune_the_second(cell, on_epoch):
-        calls.append(cell)
-        if len(calls) == 2:
-            on_epoch(1, 0.5, 0.1)
-            raise TrialPruned(1)
-        return run_cell(cell, on_epoch)
+    def run(cells, on_record, on_progress):
+        for cell in cells:
+            value = next(values)
+            on_progress(Progress(cell))
+            try:
+                on_progress(Progress(cell, 1, 0.5, value))
+            except StopCell as stop:
+                on_record(cell, stop.record)
+                continue
+            record = new_record(cell)
+            record["metrics"] = {"slate_acc": value}
+            on_record(cell, record)
 
-    search(mlp_cell(smoke_cell), tmp_path, Budget(trials=3, seeds=1), prune_the_second)
-    statuses = [r["status"] for r in trial_records(tmp_path)]
-    assert statuses == ["ok", "pruned", "ok"]
-    study = optuna.load_study(study_name=study_name(mlp_cell(smoke_cell)), storage=f"sqlite:///{tmp_path / STUDY_FILE}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    return run
+
+
+def test_successive_halving_prunes_against_earlier_batches_only(smoke_cell, tmp_path):
+    """Batch 0's low values are not pruned by its own better trials; batch 1's are, by batch 0's values."""
+    base = mlp_cell(smoke_cell)
+    search(base, tmp_path, Budget(trials=6, seeds=1), scripted_trials([0.9, 0.1, 0.9, 0.2, 0.3, 0.95]))
+    records = trial_records(tmp_path)
+    assert [r["status"] for r in records] == ["ok"] * 4 + ["pruned", "ok"]
+    assert [r["tuning"]["batch_start"] for r in records] == [0] * 4 + [4] * 2
+    assert records[4]["history"]["valid_slate_acc"] == [0.3] and records[4]["tuning"]["epochs"] == 1
+    assert records[4]["tuning"]["budget"] == {"trials": 6, "minutes": None, "parallel": 1, "batch": 4}
+    study = optuna.load_study(study_name=study_name(base), storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 + ["PRUNED", "COMPLETE"]
 
 
 def test_a_study_killed_inside_a_write_is_rolled_back_not_called_unreadable(tmp_path):
@@ -211,3 +225,87 @@ def test_tune_report_gives_the_command_search_minutes_and_unequal_trial_counts(s
     rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in report.splitlines() if "/ 0 / 0" in line}
     assert rows == {"mlp": "3.0", "deepsets": "3.0"}  # minutes of search: 3 trials of 1 min, 1 trial of 3 min
     assert "The models ran 1 to 3 trials" in report
+    assert "Budget: not recorded" in report
+    trials[0]["tuning"]["budget"] = {"trials": None, "minutes": 3, "parallel": 2, "batch": 4}
+    (tmp_path / "trials" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trials))
+    assert "Budget: 3 minutes of trials per model; trials asked in batches of 4, 2 at once" in render_tune_report(
+        tmp_path
+    )
+
+
+def test_equal_trials_in_parallel_are_the_serial_trials(tmp_path):
+    """--trials 8 gives both models 8 trials; --parallel 2 runs two at once and gives the trials a serial search
+    gives (settings, statuses and values; in-process here, for the cheaper model, to keep the test short)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "bench.cli", "tune", "--models", "transformer,mlp", "--profile", "smoke"]
+    command += ["--trials", "8", "--seeds", "1", "--threads", "1", "--parallel", "2", "--out", str(tmp_path)]
+    done = subprocess.run([*command, "--run-id", "parallel"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    parallel = trial_records(tmp_path / "parallel")
+    assert sorted(r["model"] for r in parallel) == ["mlp"] * 8 + ["transformer"] * 8
+    assert overlapping(parallel)
+    mlp = [r for r in parallel if r["model"] == "mlp"]
+    base = CellConfig.from_dict(next(r for r in mlp if r["tuning"]["trial"] == 0)["config"])
+    search(base, tmp_path / "serial", Budget(trials=8, seeds=1), inline)
+    serial = trial_records(tmp_path / "serial")
+    assert not overlapping(serial)
+
+    def summary(records):
+        return sorted(json.dumps([r["status"], r["tuning"]["params"], r["tuning"]["value"]]) for r in records)
+
+    assert summary(serial) == summary(mlp)
+
+
+def overlapping(records) -> bool:
+    """Whether any two trials ran at the same time, by their recorded start and finish."""
+    spans = sorted((r["started_at"], r["finished_at"]) for r in records)
+    return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_parallel_trials_may_not_oversubscribe_the_cores(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "bench.cli", "tune", "--models", "mlp", "--profile", "smoke", "--trials", "2"]
+    command += ["--threads", str(os.cpu_count()), "--parallel", "2", "--out", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: --parallel 2 would oversubscribe")
+    assert not (tmp_path / "trials").exists()
+
+
+# The costliest point of a model's search space may train at most this many times its default cell's FLOPs per
+# sample (the caps beside each register(...)): one full trial then costs at most about twice the default cell.
+COST_CAP = 2.0
+
+
+def costliest_points(space: dict) -> list[dict]:
+    """Every numeric size at its largest, with each choice of the non-numeric options (pooling, say)."""
+    points = [{}]
+    for name, domain in space.items():
+        if not isinstance(domain, list):
+            continue  # a rate (lr, dropout): no cost
+        numeric = all(isinstance(v, int) and not isinstance(v, bool) for v in domain)
+        points = [{**p, name: v} for p in points for v in ([max(domain)] if numeric else domain)]
+    return points
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if get_spec(n).search_space])
+def test_search_space_caps_keep_a_trial_near_the_default_cost(name):
+    from bench.config import PROFILES
+    from bench.flops import count_flops
+    from bench.models import accepted_options
+
+    profile = PROFILES["default"]
+    workload = replace(profile["workload"], batch_size=8, batches=1, valid_slates=8, test_slates=8)
+    data = generate(workload, seed=0)
+    batch = next(iter(data.train.batches(8))).inputs
+    defaults = accepted_options(name, profile["model_kwargs"])
+    base = CellConfig(model=name, workload=workload, train=profile["train"], model_kwargs=defaults)
+
+    def flops(options: dict) -> int:
+        torch.manual_seed(0)
+        model = build_model(name, user_dim=batch.user.shape[1], item_dim=batch.items.shape[2], **options)
+        return count_flops(model, batch)[0]
+
+    default = flops(defaults)
+    for point in costliest_points(search_space(base)):
+        ratio = flops({**defaults, **point}) / default
+        assert ratio <= COST_CAP, f"{name} at {point}: {ratio:.2f} x the default cell's training FLOPs"

@@ -54,12 +54,11 @@ class Planned:
 
 def command_settings(given: dict[str, Any]) -> dict[str, Any]:
     """Command-line values (None: not given) over the sweep file's, checked (a ConfigError if not)."""
-    from bench.sweep import load_sweep_file
+    from bench.sweep import load_sweep_file, with_parts_overridden
 
     sweep = given.pop("sweep", None)
     settings = load_sweep_file(sweep) if sweep else {}
-    settings.update(check_settings({k: v for k, v in given.items() if v is not None}))
-    return settings
+    return with_parts_overridden(settings, check_settings({k: v for k, v in given.items() if v is not None}))
 
 
 def plan_command_line(given: dict[str, Any], label: str = "") -> Planned:

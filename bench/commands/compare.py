@@ -14,6 +14,12 @@ from bench.config import ConfigError
 from bench.records import RECORDS_FILE
 from bench.stats import SIGNIFICANCE
 
+ALIGN = ("left", "left", "right", "right", "right", "left", "left")  # the columns of the table of changes
+CELL_LEGEND = (
+    "cell: model, s seed, b batch size, T slate length, S candidates, U user dim, F item dim, loss [key]\n"
+    "MWU: Mann-Whitney U on the quantile of each stretch of samples (training epochs, serving bursts)"
+)
+
 
 @command("compare", order=50)
 def compare(
@@ -21,7 +27,7 @@ def compare(
     run_b: Path = typer.Argument(..., help="The run to check against it."),
     threshold: float = typer.Option(THRESHOLD, help="Relative change that is flagged (0.05 = 5%)."),
     include_contended: bool = typer.Option(
-        False, help="Also call regressions the speeds of cells measured under contention."
+        False, "--include-contended", help="Also call regressions the speeds of cells measured under contention."
     ),
     show_all: bool = typer.Option(False, "--all", help="Print every compared value, not only flagged ones."),
     strict: bool = typer.Option(
@@ -48,6 +54,8 @@ def compare(
         if strict:
             fail(f"{differ}; --strict refuses to compare them")
         typer.echo(f"warning: {differ}: their speeds (and accuracies) come from different conditions", err=True)
+    if run_a.resolve() == run_b.resolve():
+        typer.echo(f"warning: A and B are the same run ({run_a}): every value is compared with itself", err=True)
     print_changes(result, run_a, run_b, threshold, show_all)
     code = exit_code(result, run_a, run_b)
     if code:
@@ -67,19 +75,22 @@ def print_changes(result: Comparison, run_a: Path, run_b: Path, threshold: float
                 f"{c.before:.4g}",
                 f"{c.after:.4g}",
                 f"{c.relative:+.1%}",
-                c.test + ("" if c.p is None else f" p={c.p:.2g}") + holm_note(c),
+                short_test(c.test) + ("" if c.p is None else f" p={c.p:.2g}") + holm_note(c),
                 c.verdict,
             )
             for c in shown_changes
         ]
-        typer.echo(tabulate(rows, headers=["cell", "value", run_a.name, run_b.name, "relative", "test", "verdict"]))
+        typer.echo(f"A: {run_a}\nB: {run_b}")
+        headers = ["cell", "value", "A", "B", "change", "test", "verdict"]
+        typer.echo(tabulate(rows, headers=headers, disable_numparse=True, colalign=ALIGN))
+        typer.echo(CELL_LEGEND)
     contended = len({c.key for c in result.changes if c.contended})
     speeds = sum(1 for c in result.changes if c.kind in TIMED_KINDS and c.p is not None)
     typer.echo(
         f"compared {result.compared_values} value(s) of {result.compared_cells} cell(s) ok in both runs at threshold "
         f"{threshold:.1%}, alpha {SIGNIFICANCE} "
         f"(Holm across {speeds} speed value(s)); {sum(c.flagged for c in result.changes)} value(s) changed beyond "
-        "the threshold" + (f"; {contended} cell(s) contended on one side" if contended else "")
+        "the threshold" + (f"; {contended} cell(s) ran contended in A or B (speeds not judged)" if contended else "")
     )
     if speeds:
         typer.echo(SPEED_CAVEAT)
@@ -122,3 +133,8 @@ def exit_code(result: Comparison, run_a: Path, run_b: Path) -> int:
         typer.echo(f"{len(result.only_a)} cell(s) of {run_a} are missing from {run_b}", err=True)
         return 1
     return 0
+
+
+def short_test(test: str) -> str:
+    """The test's name as a table column holds it (MWU: Mann-Whitney U; the summary line spells it out)."""
+    return test.replace("Mann-Whitney U", "MWU").replace("two-proportion", "2-prop")

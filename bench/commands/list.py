@@ -33,7 +33,8 @@ def list_command(
         spec = get_spec(name)
         options = accepted_options(name, settings.get("model_kwargs", {}))
         model = build_model(name, user_dim=workload.user_dim, item_dim=workload.item_dim, **options)
-        defaults = ", ".join(f"{k}={v}" for k, v in spec.options().items())
-        rows.append((name, f"{parameter_count(model):,}", spec.description, defaults))
-    typer.echo(f"parameters at the {profile_name!r} profile's sizes")
-    typer.echo(tabulate(rows, headers=["model", "params", "description", "options (defaults)"]))
+        used = {**spec.options(), **options}  # the values the count was computed at
+        shown = ", ".join(f"{k}={v}" for k, v in used.items())
+        rows.append((name, f"{parameter_count(model):,}", spec.description.split(". ")[0], shown))
+    typer.echo(f"parameters at the {profile_name!r} profile's sizes, with the options shown (--model-arg sets them)")
+    typer.echo(tabulate(rows, headers=["model", "params", "description", "options"], maxcolwidths=[None, None, 44, 44]))

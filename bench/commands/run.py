@@ -15,12 +15,11 @@ from bench.commands.common import (
     interrupt_code,
     plan_command_line,
     print_dry_run,
-    shown,
     sigterm_as_interrupt,
     with_options,
 )
+from bench.commands.progress import display_for, setup_line
 from bench.config import CellConfig, ConfigError, RunConfig
-from bench.executor import Progress as CellProgress
 from bench.records import RECORDS_FILE, RecordWriteError
 from bench.runner import RunSummary, retried_line, run_cells
 
@@ -57,7 +56,7 @@ def safe_report(run_dir: Path, baseline: str, console: Console) -> Path | None:
 
 def execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> None:
     """Run the cells with a progress display, then write the report; exit 1 when a cell did not finish ok."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a piped log gets whole lines, not 80-column pieces
     summary = run_with_progress(cells, run_dir, run_config, console)
     line = retried_line(summary.retried)
     if line:
@@ -73,62 +72,23 @@ def execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> No
         raise typer.Exit(1)
 
 
-class ProgressDisplay:
-    """Two bars (cells done; the current cell's epochs) and one line per finished cell."""
-
-    def __init__(self, console: Console, cells: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        self.bars = Progress(*columns, TimeRemainingColumn(), console=console, transient=True)
-        self.overall = self.bars.add_task("cells", total=cells)
-        self.current = self.bars.add_task("", total=1)
-
-    def on_progress(self, event: CellProgress) -> None:
-        cell, w = event.cell, event.cell.workload
-        if event.epoch is None:
-            where = f"batch {w.batch_size} T {w.slate_length} S {w.candidates} U {w.user_dim} F {w.item_dim}"
-            self.bars.update(self.overall, description=f"cell {cell.model} seed {cell.seed} {where}")
-            self.bars.reset(self.current, total=cell.train.epochs, description="  data + first epoch")
-            return
-        self.bars.update(
-            self.current,
-            completed=event.epoch,
-            description=f"  epoch {event.epoch}/{cell.train.epochs} loss {shown(event.loss, '.4f')} "
-            f"valid slate_acc {shown(event.valid_slate_acc, '.3f')}",
-        )
-
-    def on_done(self, record: dict[str, Any]) -> None:
-        self.bars.advance(self.overall)
-        m, x, w = record["metrics"], record["measurements"], record["config"]["workload"]
-        where = f"seed {record['config']['seed']} batch {w['batch_size']} T {w['slate_length']}"
-        if record["status"] == "ok":
-            self.bars.console.print(
-                f"{record['model']:<12} {where}  ok  slate_acc {shown(m.get('slate_acc'), '.3f')}  "
-                f"train {shown(x.get('train_samples_per_s') or 0, ',.0f')} samples/s  "
-                f"wall {shown(x.get('wall_seconds'), '.1f')}s"
-            )
-        else:
-            self.bars.console.print(f"{record['model']:<12} {where}  {record['status']}: {record['error']}")
-
-
 def run_with_progress(cells: list[CellConfig], run_dir: Path, run_config: RunConfig, console: Console) -> RunSummary:
     """``run_cells`` under the progress display; an interrupt or a record that cannot be written ends the run with
     its exit code, the finished cells kept (and reported, on an interrupt)."""
-    display = ProgressDisplay(console, len(cells))
-    with display.bars:
+    from bench.runner import pending
+
+    try:
+        to_run = len(pending(cells, run_dir, run_config.force, run_config.keep_failed).todo)
+    except ConfigError as error:
+        fail(str(error))
+    display = display_for(console, to_run)
+    display.say(setup_line(cells, to_run))
+    with display:
         try:
             with sigterm_as_interrupt():
                 return run_cells(cells, run_dir, run_config, display.on_progress, display.on_done)
         except KeyboardInterrupt:
-            display.bars.stop()
+            display.stop()
             records = run_dir / RECORDS_FILE
             recorded = records.is_file() and records.stat().st_size > 0
             report = safe_report(run_dir, run_config.baseline, console) if recorded else None
@@ -136,12 +96,12 @@ def run_with_progress(cells: list[CellConfig], run_dir: Path, run_config: RunCon
             console.print(f"{how}: finished cells are recorded in {run_dir}; report so far: {report}")
             raise typer.Exit(interrupt_code()) from None
         except RecordWriteError as error:
-            display.bars.stop()
+            display.stop()
             console.print(
                 f"error: {error.strerror}; the records file is whole (the cell that could not be recorded is "
                 f"lost; re-run to compute it once there is room)"
             )
             raise typer.Exit(1) from None
         except ConfigError as error:
-            display.bars.stop()
+            display.stop()
             fail(str(error))
