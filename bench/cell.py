@@ -36,6 +36,7 @@ from bench.metrics import (
     utility_gains,
 )
 from bench.records import environment, is_allocation_failure, json_safe, new_record, pack_per_slate
+from bench.scores import ScoresError, check_values
 from bench.stats import timing_summary
 from bench.subject import Subject, build_runnable
 from bench.train import Diverged, EpochCallback, score_split, train
@@ -90,7 +91,9 @@ def evaluate(
             metrics[f"ndcg@{k}"] = ndcg_at_k(on_slate, gains, k, mask)[gained].mean().item()
     per_slate = {"slate_hits": hits[keep]}
     if world is not None:
-        per_slate.update(value_metrics(world, on_slate, data.slate_items, data.slate_utility, mask))
+        values = value_metrics(world, on_slate, data.slate_items, data.slate_utility, mask)
+        check_values(values, "the comparison with the best order (oracle)")
+        per_slate.update(values)
         metrics.update(slate_value_metrics(per_slate))
     metrics["test_slates"] = len(data)
     metrics["judged_slates"] = int(keep.sum().item())
@@ -337,5 +340,7 @@ def run_cell(cell: CellConfig, on_epoch: EpochCallback | None = None) -> dict[st
     except Exception as error:  # a failed cell is a result, not a crash of the run
         run.record["status"] = _status_of(error)
         run.record["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+        if isinstance(error, ScoresError):  # the model broke its output's contract (bench/scores.py): name it
+            run.record["error"] = f"model {cell.model!r} {error}"
     run.record["memory_budget"] = budget
     return finish(run, counters_before, wall_start)

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from bench.catalog import REGRESSION_KINDS, Metric, lookup
-from bench.records import latest_records, paired_slate_values, slate_hits
+from bench.records import latest_records, metrics_optional, paired_slate_values, slate_hits
 from bench.stats import SIGNIFICANCE, holm, is_unstable, paired_slates, segments, shares, two_proportion_p
 
 COMPARED_KINDS = (*REGRESSION_KINDS, "memory", "time")  # shown when changed; only REGRESSION_KINDS fail the check
@@ -115,6 +115,12 @@ class Comparison:
     only_b: list[str]
     compared_cells: int  # cells in both runs, ok on both sides, with at least one value compared
     environment_differences: list[str]  # what differs between the runs' conditions (see ``environment_differences``)
+    incomplete: list[str]  # cells ok in both runs whose record on either side lacks its metrics: nothing to compare
+
+    @property
+    def compared_values(self) -> int:
+        """The values really compared: a number on both sides."""
+        return len(self.changes)
 
     @property
     def regressions(self) -> int:
@@ -122,10 +128,11 @@ class Comparison:
 
 
 def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: bool = False) -> Comparison:
-    a = {r["key"]: r for r in latest_records(run_a)}
-    b = {r["key"]: r for r in latest_records(run_b)}
+    a = {r["key"]: r for r in latest_records(run_a, metrics_optional)}
+    b = {r["key"]: r for r in latest_records(run_b, metrics_optional)}
     changes: list[Change] = []
     status_changes: list[str] = []
+    incomplete: list[str] = []
     compared = 0
     for key in [k for k in a if k in b]:
         ra, rb = a[key], b[key]
@@ -134,6 +141,10 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
                 status_changes.append(f"{describe(ra)}: {ra['status']} -> {rb['status']} ({rb.get('error')})")
             continue
         if ra["status"] != "ok":
+            continue
+        lacking = [str(run) for run, r in ((run_a, ra), (run_b, rb)) if "slate_acc" not in (r.get("metrics") or {})]
+        if lacking:
+            incomplete.append(f"{describe(ra)}: no metrics in {' and '.join(lacking)}")
             continue
         contended = _contended(ra) or _contended(rb)
         cell_changes = [
@@ -147,7 +158,7 @@ def compare_runs(run_a: Path, run_b: Path, threshold: float, include_contended: 
     only_a = [describe(a[k]) for k in a if k not in b]
     only_b = [describe(b[k]) for k in b if k not in a]
     differences = environment_differences(list(a.values()), list(b.values()))
-    return Comparison(changes, status_changes, only_a, only_b, compared, differences)
+    return Comparison(changes, status_changes, only_a, only_b, compared, differences, incomplete)
 
 
 def _conditions(record: dict[str, Any]) -> dict[str, str | None]:

@@ -166,9 +166,10 @@ def _epoch_reporter(cell: CellConfig, on_progress: OnProgress) -> EpochCallback:
     return lambda epoch, loss, acc: on_progress(Progress(cell, epoch, loss, acc))
 
 
-# Imported once by the server that starts every cell's process, instead of once per cell: the harness, and
-# torch._dynamo, which the FLOP counter (torch.utils.flop_counter) imports at its first use (with sympy: ~1.7 s).
-PRELOAD = ["bench.worker", "torch._dynamo"]
+# Imported once by the server that starts every cell's process, instead of once per cell: first its guard (the server
+# dies with the driver: bench/forkserver_guard.py), then the harness, and torch._dynamo, which the FLOP counter
+# (torch.utils.flop_counter) imports at its first use (with sympy: ~1.7 s).
+PRELOAD = ["bench.forkserver_guard", "bench.worker", "torch._dynamo"]
 _POLL_SECONDS = 0.2
 
 

@@ -279,10 +279,80 @@ def _first_line_with_feature_beyond(path: Path, width: int) -> int | None:
     return _first_line_where(path, lambda raw: _feature_ids(raw, width))
 
 
+def _negative_label(raw: bytes) -> bool:
+    tokens = raw.split(b"#", 1)[0].split()
+    try:
+        return bool(tokens) and float(tokens[0]) < 0
+    except ValueError:
+        return False
+
+
+def _check_labels(parsed: ParsedFile) -> None:
+    """Relevance grades are 0 or more: a negative label (some files mark unjudged documents -1) is refused, naming
+    its line, before it can turn the training loss into NaN."""
+    negative = parsed.labels < 0
+    if negative.any():
+        line = _first_line_where(parsed.path, _negative_label)
+        raise LetorError(
+            f"{parsed.path}{_at(line)}: the label {parsed.labels[negative][0]:g} is negative "
+            "(relevance grades are 0 or more)"
+        )
+
+
+@dataclass(frozen=True)
+class QueryUse:
+    """Which queries of a split can rank: two documents or more, and a relevant one (label > 0)."""
+
+    usable_rows: np.ndarray  # [documents] bool: the document's query can rank
+    queries: int
+    one_document: int  # queries with fewer than two documents: every order is right
+    no_relevant: int  # queries of two documents or more, none relevant: no order is better
+
+    @classmethod
+    def of(cls, parsed: ParsedFile) -> QueryUse:
+        _, group, counts = np.unique(parsed.qid, return_inverse=True, return_counts=True)
+        best = np.zeros(len(counts), np.float32)
+        np.maximum.at(best, group, parsed.labels)
+        single, unjudged = counts < 2, (counts >= 2) & (best <= 0)
+        usable = ~single & ~unjudged
+        return cls(usable[group], len(counts), int(single.sum()), int(unjudged.sum()))
+
+    @property
+    def left_out(self) -> int:
+        return self.one_document + self.no_relevant
+
+    def describe(self) -> str:
+        return f"{self.one_document} with one document, {self.no_relevant} without a relevant document"
+
+
+EVALUATED = ("valid", "test")  # the splits whose queries that cannot rank are left out (train keeps every query)
+
+
+def check_use(parsed: dict[str, ParsedFile]) -> dict[str, QueryUse]:
+    """Each split's ``QueryUse``; a LetorError when the train split has no query to learn from, or valid or test
+    none to judge."""
+    uses = {split: QueryUse.of(p) for split, p in parsed.items()}
+    for split, use in uses.items():
+        if use.left_out == use.queries:
+            purpose = "learn from" if split == "train" else "judge"
+            raise LetorError(
+                f"{parsed[split].path}: no query has two documents and a relevant one (label > 0), nothing to "
+                f"{purpose} (of {use.queries} queries: {use.describe()})"
+            )
+    return uses
+
+
+def _usable(parsed: ParsedFile, use: QueryUse) -> ParsedFile:
+    rows = use.usable_rows
+    return ParsedFile(parsed.features[rows], parsed.labels[rows], parsed.qid[rows], parsed.path)
+
+
 def read_splits(data_path: str, progress: Progress | None = None) -> dict[str, ParsedFile]:
-    """Every split, parsed (or from the cache) and checked against the train split's features."""
+    """Every split, parsed (or from the cache) and checked: labels, and features against the train split's."""
     files = resolve_files(data_path)
     parsed = {split: read_file(path, progress) for split, path in files.items()}
+    for p in parsed.values():
+        _check_labels(p)
     width = parsed["train"].features.shape[1]
     for split in ("valid", "test"):
         p = parsed[split]
@@ -299,10 +369,16 @@ def read_splits(data_path: str, progress: Progress | None = None) -> dict[str, P
 
 
 def prepare(config: WorkloadConfig, progress: Progress | None = None) -> dict[str, int]:
-    """Parse and cache every split up front (the CLI does this before any cell); queries per split."""
+    """Parse and cache every split up front (the CLI does this before any cell), check them (``check_use``) and
+    say how many queries evaluation leaves out; queries per split."""
     parsed = read_splits(config.data_path or "", progress)
     _check_ranker(config, parsed["train"].features.shape[1])
-    return {split: len(np.unique(p.qid)) for split, p in parsed.items()}
+    uses = check_use(parsed)
+    for split in EVALUATED:
+        use = uses[split]
+        if use.left_out and progress is not None:
+            progress(f"{split}: {use.left_out:,} of {use.queries:,} queries left out of evaluation ({use.describe()})")
+    return {split: use.queries for split, use in uses.items()}
 
 
 def _check_ranker(config: WorkloadConfig, width: int) -> None:
@@ -424,6 +500,8 @@ def rng(seed: int, split_index: int) -> np.random.Generator:
 def load_letor(config: WorkloadConfig, seed: int, device: torch.device | str = "cpu") -> Workload:
     """The three splits as slates, built on the CPU and moved to ``device`` once."""
     parsed = read_splits(config.data_path or "")
+    uses = check_use(parsed)
+    parsed.update({split: _usable(parsed[split], uses[split]) for split in EVALUATED})
     train = parsed["train"]
     scaling = _Scaling.fit(train.features)
     score = _initial_scorer(config, train, scaling)
@@ -440,7 +518,8 @@ def load_letor(config: WorkloadConfig, seed: int, device: torch.device | str = "
     info = {
         "files": {split: str(p.path) for split, p in parsed.items()},
         "file_bytes": {split: p.path.stat().st_size for split, p in parsed.items()},
-        "queries_in_files": {split: int(len(np.unique(p.qid))) for split, p in parsed.items()},
+        "queries_in_files": {split: use.queries for split, use in uses.items()},
+        "queries_left_out": {split: uses[split].left_out for split in EVALUATED},
         "initial_ranker": config.initial_ranker,
     }
     return Workload(source="letor", info=info, **splits)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bench.config import MeasureConfig
+from bench.scores import checked
 from bench.subject import WARMUP_REQUESTS, calibrate, timed_block, timed_request
 from rerankers import SlateBatch
 
@@ -31,7 +32,8 @@ class ServingSampler:
     the cell. The model's eval-mode forward pass does not depend on its weights' values, so it costs the
     same at every epoch. Each burst starts untimed (the first burst by two warm-up calls, then growing the calls per
     block until one lasts ``min_block_seconds``, later ones by one call; up to 3 requests), draws no random number and
-    leaves the model in the mode it found it in.
+    leaves the model in the mode it found it in. The untimed warm-up calls' outputs are checked (shape, dtype,
+    finite: bench/scores.py), so that a model that serves NaN fails its cell.
     """
 
     WARMUP_REQUESTS = WARMUP_REQUESTS
@@ -72,17 +74,17 @@ class ServingSampler:
             return
         device = self.batch.items.device
         forward = lambda: self.model(self.batch)  # noqa: E731
+        checked(forward(), self.batch.mask, "serving")  # untimed warm-up call, its output read (bench/scores.py)
         if self.calls_per_block is None:  # warm-up calls, then the calls per block grown
             self.calls_per_block = calibrate(forward, self.config.min_block_seconds, device)
-        else:
-            forward()  # warm-up
         size = len(self.batch) * self.calls_per_block
         self.throughput += [size / timed_block(forward, self.calls_per_block, device) for _ in range(count)]
 
     def _requests(self, indices: list[int]) -> None:
         device, total = self.requests.items.device, len(self.requests)
-        for i in indices[: self.WARMUP_REQUESTS]:
-            self.model(self.requests[i % total : i % total + 1])
+        for i in indices[: self.WARMUP_REQUESTS]:  # untimed, their outputs read (bench/scores.py)
+            one = self.requests[i % total : i % total + 1]
+            checked(self.model(one), one.mask, "serving (batch 1)")
         for i in indices:
             one = self.requests[i % total : i % total + 1]
             wall, device_ms = timed_request(lambda one=one: self.model(one), device)

@@ -26,8 +26,11 @@ def accepted_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_option_values(options: dict[str, Any]) -> None:
-    """Model options are sizes and rates: finite, positive, and no wider than MAX_WIDTH."""
+    """Model options are sizes and rates: finite, positive, and no wider than MAX_WIDTH; a number written with
+    digits other than 0-9 (full-width, Arabic-Indic...) is refused rather than passed on as a string."""
     for name, value in options.items():
+        if isinstance(value, str):
+            check_ascii_digits(name, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if isinstance(value, float) and not math.isfinite(value):
@@ -36,6 +39,15 @@ def check_option_values(options: dict[str, Any]) -> None:
             raise ConfigError(f"model option {name} must be positive, got {value}")
         if isinstance(value, int) and value > MAX_WIDTH:
             raise ConfigError(f"model option {name} is too large ({value} > {MAX_WIDTH})")
+
+
+def check_ascii_digits(name: str, value: str) -> None:
+    """A ConfigError naming the option and value when ``value`` holds digits outside 0-9."""
+    foreign = [c for c in dict.fromkeys(value) if c.isdigit() and not c.isascii()]
+    if foreign:
+        listed = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in foreign[:5])
+        hint = f"; write {name}={int(value)}" if value.strip().isdecimal() else ""
+        raise ConfigError(f"model option {name}={value!r} has digits other than 0-9: {listed}{hint}")
 
 
 def check_buildable(cell: CellConfig) -> None:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import platform
+import stat
 import subprocess
 import warnings
 from collections.abc import Callable
@@ -216,8 +217,9 @@ CONFIG_READ = ("seed", "device", "model_kwargs")
 WORKLOAD_READ = ("batch_size", "slate_length", "candidates", "user_dim", "item_dim")
 
 
-def _record_problem(value: Any) -> str | None:
-    """Why a parsed line is not a record this version can use (None when it is one)."""
+def _record_problem(value: Any, need_metrics: bool = True) -> str | None:
+    """Why a parsed line is not a record this version can use (None when it is one). An ``ok`` record must hold
+    its metrics (every version writes slate_acc, null when no slate was judged) unless not ``need_metrics``."""
     if not isinstance(value, dict):
         return f"not a record (a JSON {type(value).__name__})"
     if not isinstance(value.get("key"), str) or not value["key"]:
@@ -237,17 +239,50 @@ def _record_problem(value: Any) -> str | None:
     missing += [] if "loss" in config["train"] else ["config.train.loss"]
     if missing:
         return f"a record whose config lacks {', '.join(missing)}"
+    if need_metrics and value["status"] == "ok" and "slate_acc" not in value.get("metrics", {}):
+        return "an ok record without its metrics (no slate_acc)"
     return None
+
+
+def metrics_optional(value: Any) -> str | None:
+    """``_record_problem`` for a reader that handles an ok record without metrics itself (`bench compare`)."""
+    return _record_problem(value, need_metrics=False)
+
+
+FILE_KINDS = {
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_regular(path: Path) -> bool:
+    """Whether ``path`` exists; a ConfigError when it is not a regular file of its own (a symbolic link to another
+    run's records, a FIFO that would block every reader, a device): a run's records belong to that run alone."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    kind = FILE_KINDS.get(stat.S_IFMT(mode))
+    if kind is not None:  # a directory is left to open(), whose error names it
+        raise ConfigError(f"{path} is {kind}, not a regular file: a run's records file must be the run's own file")
+    return True
 
 
 def load_records(path: Path, problem: Callable[[Any], str | None] | None = None) -> list[dict[str, Any]]:
     """Every usable record; any other line (torn, not JSON, not UTF-8, not a record) is reported and skipped.
     ``problem`` says why a parsed line is not a record (default: a cell record's checks).
 
-    A file that cannot be read at all (a directory, no permission) is a ``ConfigError`` naming it.
+    A file that cannot be read at all (no permission) or is not a regular file (``check_regular``) is a
+    ``ConfigError`` naming it.
     """
     problem_of = problem or _record_problem
     try:
+        check_regular(path)
         with open(path, "rb") as handle:
             lines = handle.read().split(b"\n")
     except OSError as error:
@@ -276,6 +311,7 @@ def check_writable(run_dir: Path, records_file: str = RECORDS_FILE) -> None:
     path = run_dir / records_file
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        check_regular(path)
         with open(path, "ab"):
             pass
         probe = run_dir / f".write-check-{os.getpid()}"
@@ -389,8 +425,9 @@ def new_record(cell: CellConfig, status: str = "ok", error: str | None = None) -
     }
 
 
-def latest_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites)."""
+def latest_records(run_dir: Path, problem: Callable[[Any], str | None] | None = None) -> list[dict[str, Any]]:
+    """The run's records, the latest one per cell (a forced re-run supersedes, never rewrites); ``problem`` as
+    for ``load_records``."""
     path = run_dir / RECORDS_FILE
-    records = load_records(path) if path.exists() else []
+    records = load_records(path, problem) if check_regular(path) else []
     return list({r["key"]: r for r in records}.values())

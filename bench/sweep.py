@@ -198,18 +198,32 @@ def _product_cells(settings: dict[str, Any]) -> list[CellConfig]:
     model_options = _model_options(sweep, values["models"])
     named = parse_list(sweep.models, str, "models")
     values["models"] = _models_for_data(values["models"], named, base.workload.data)
+    seed_at = list(values).index("seed")
+    seed_index = {seed: i for i, seed in enumerate(values["seed"])}
+    # A point of the other axes is validated once and gives its cell for every seed (seeds are checked by _seeds;
+    # nothing else depends on one).
+    by_seed: dict[tuple[Any, ...], list[CellConfig]] = {}
     cells = []
     for point in itertools.product(*values.values()):
-        overrides = dict(zip(values, point, strict=True))
-        model = overrides.pop("models")
-        if overrides["candidates"] is None:
-            overrides["candidates"] = max(overrides["slate_length"], round(ratio * overrides["slate_length"]))
-        options = accepted_options(model, model_options)
-        cell = with_overrides(replace(base, model=model), **overrides, model_kwargs=options)
-        validate(cell)
-        check_fits(cell.workload)
-        cells.append(cell)
+        others = point[:seed_at] + point[seed_at + 1 :]
+        row = by_seed.get(others)
+        if row is None:
+            cell = _point_cell(base, dict(zip(values, point, strict=True)), ratio, model_options)
+            row = by_seed[others] = cell.with_seeds(values["seed"])
+        cells.append(row[seed_index[point[seed_at]]])
     return cells
+
+
+def _point_cell(base: CellConfig, overrides: dict[str, Any], ratio: float, model_options: dict[str, Any]) -> CellConfig:
+    """The cell of one point of the sweep's axes, validated, its data checked against this machine's memory."""
+    model = overrides.pop("models")
+    if overrides["candidates"] is None:
+        overrides["candidates"] = max(overrides["slate_length"], round(ratio * overrides["slate_length"]))
+    options = accepted_options(model, model_options)
+    cell = with_overrides(replace(base, model=model), **overrides, model_kwargs=options)
+    validate(cell)
+    check_fits(cell.workload)
+    return cell
 
 
 def _field_value(cell: CellConfig, name: str) -> Any:
@@ -229,8 +243,13 @@ def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def checked_cells(settings: dict[str, Any]) -> list[CellConfig]:
     """Every cell of ``run_settings``, validated, and each model buildable with its options on this machine."""
     cells = build_cells(settings)
+    checked = set()  # a model is built once per options and feature sizes, not once per seed
     for cell in cells:
-        check_buildable(cell)
+        w = cell.workload
+        what = (cell.model, json.dumps(cell.model_kwargs, sort_keys=True, default=str), w.user_dim, w.item_dim)
+        if what not in checked:
+            check_buildable(cell)
+            checked.add(what)
     return cells
 
 

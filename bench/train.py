@@ -16,6 +16,7 @@ from bench.config import TrainConfig
 from bench.data import SlateData
 from bench.losses import get_loss
 from bench.metrics import judged, slate_hits
+from bench.scores import check_finite, check_shape
 from bench.subject import synchronize, timed_block
 
 TIMING_BLOCKS = 20  # steady-state training is timed in about this many blocks
@@ -46,18 +47,28 @@ class TrainResult:
 
 
 def slate_scores(model: nn.Module, data: SlateData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of every candidate [N, S] and of the displayed items [N, T]."""
+    """Scores of every candidate [N, S] (their shape and dtype checked: bench/scores.py) and of the displayed items
+    [N, T]."""
     scores = model(data.inputs)
+    check_shape(scores, data.inputs.mask, "training")
     return scores, scores.gather(1, data.slate)
 
 
+def _chunk_scores(model: nn.Module, chunk: SlateData, where: str) -> torch.Tensor:
+    scores = model(chunk.inputs)
+    check_shape(scores, chunk.inputs.mask, where)
+    return scores
+
+
 @torch.inference_mode()
-def score_split(model: nn.Module, data: SlateData, batch_size: int) -> torch.Tensor:
-    """[N, S] scores of a whole split, in eval mode, batch by batch."""
+def score_split(model: nn.Module, data: SlateData, batch_size: int, where: str = "evaluation") -> torch.Tensor:
+    """[N, S] scores of a whole split, in eval mode, batch by batch; a ``ScoresError`` (bench/scores.py) when the
+    model's output is not [B, S] floating scores, or not finite on a real candidate."""
     was_training = model.training
     model.eval()
-    scores = torch.cat([model(chunk.inputs) for chunk in data.batches(batch_size)])
+    scores = torch.cat([_chunk_scores(model, chunk, where) for chunk in data.batches(batch_size)])
     model.train(was_training)
+    check_finite(scores, data.inputs.mask, where)
     return scores
 
 
@@ -89,7 +100,7 @@ def train_step(model: nn.Module, batch: SlateData, optimizer: torch.optim.Optimi
 
 def valid_slate_acc(model: nn.Module, data: SlateData, batch_size: int) -> float:
     """slate_acc over the judged slates (those with a relevant displayed item)."""
-    scores = score_split(model, data, batch_size).gather(1, data.slate)
+    scores = score_split(model, data, batch_size, "validation").gather(1, data.slate)
     hits = slate_hits(scores, data.labels, data.slate_mask)
     return hits[judged(data.labels, data.slate_mask)].float().mean().item()
 

@@ -11,27 +11,12 @@ import sys
 
 from bench.cell import run_cell
 from bench.config import CellConfig
+from bench.parent_death import die_with_parent
 
 
 def _emit(message: dict) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
-
-
-def die_with_parent() -> None:
-    """On Linux, ask the kernel to kill this worker if the driver dies (e.g. kill -9)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import os
-        import signal
-
-        parent = os.getppid()
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            return
-        if os.getppid() != parent:  # the driver died before prctl took effect
-            os._exit(1)
 
 
 def main() -> None:

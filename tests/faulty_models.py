@@ -66,6 +66,41 @@ class AllocFails(_Base):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
 
 
+@register("test-nan-eval")
+class NanInEval(_Base):
+    """Trains fine; NaN scores in eval mode (validation, evaluation, serving)."""
+
+    def forward(self, batch):
+        scores = self.score(batch)
+        return scores if self.training else scores * float("nan")
+
+
+@register("test-nan-serving")
+class NanServing(_Base):
+    """Finite everywhere except for one request at a time in eval mode: batch-1 serving."""
+
+    def forward(self, batch):
+        scores = self.score(batch)
+        return scores * float("nan") if not self.training and len(batch.items) == 1 else scores
+
+
+@register("test-extra-column")
+class ExtraColumn(_Base):
+    """Scores of shape [B, S + 1]: a gather of the displayed items would read them without complaint."""
+
+    def forward(self, batch):
+        scores = self.score(batch)
+        return torch.cat([scores, scores[:, :1]], dim=1)
+
+
+@register("test-int-scores")
+class IntScores(_Base):
+    """Integer scores of the right shape."""
+
+    def forward(self, batch):
+        return (self.score(batch).clamp(-1e6, 1e6) * 100).long()
+
+
 @register("test-exceeds-budget")
 class ExceedsBudget(_Base):
     """Asks torch for as many bytes as the process's memory budget (RLIMIT_DATA) allows in all, which the process

@@ -45,7 +45,7 @@ def test_another_torch_version_is_one_warning_line(run_a, tmp_path):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "torch" in warnings[0] and "vs 0.0.1" in warnings[0], result.stderr
-    assert "compared 1 cell(s)" in result.stdout
+    assert "of 1 cell(s) ok in both runs" in result.stdout
 
 
 def test_strict_refuses_another_device(run_a, tmp_path):

@@ -34,7 +34,7 @@ def test_an_aa_pair_of_all_models_has_no_regression(tmp_path):
     result = invoke("compare", tmp_path / "a", tmp_path / "b", "--all")
     assert result.exit_code == 0, result.output
     assert "REGRESSION" not in result.stdout
-    assert f"compared {len(registry.list_models())} cell(s)" in result.stdout
+    assert f"of {len(registry.list_models())} cell(s) ok in both runs" in result.stdout
 
 
 def _run_dir(tmp_path, name, rate=None, contended=False, slate_acc=0.5, latency_ms=None, segments=None):

@@ -6,9 +6,11 @@ refused before any compute, which is what they check.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -159,22 +161,6 @@ def letor_lines(queries: int, first_qid: int, relevant: bool = True) -> list[str
             label = (d % 3) if relevant else 0
             lines.append(f"{label} qid:{first_qid + q} 1:{0.1 * d + 0.01 * q:.3f} 2:{0.5 - 0.05 * d:.3f} 3:{q % 4}")
     return lines
-
-
-def test_a_letor_test_split_without_relevant_documents_finishes(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "train.txt").write_text("\n".join(letor_lines(40, 1)) + "\n")
-    (data / "vali.txt").write_text("\n".join(letor_lines(10, 100)) + "\n")
-    (data / "test.txt").write_text("\n".join(letor_lines(10, 200, relevant=False)) + "\n")
-    result = invoke(
-        "run", "--models", "mlp", *TINY, "--data", "letor", "--data-path", data, "--out", tmp_path, "--run-id", "r"
-    )
-    assert result.exit_code == 0, result.output
-    (record,) = load_records(tmp_path / "r" / "records.jsonl")
-    assert record["status"] == "ok" and record["metrics"]["judged_slates"] == 0
-    assert record["metrics"]["slate_acc"] is None and "slate_acc n/a" in result.stderr
-    assert (tmp_path / "r" / "report.md").is_file()
 
 
 # --- 2. the output location is checked before any compute ---------------------------------------
@@ -577,7 +563,7 @@ def test_compare_of_records_without_metrics_fails(tmp_path):
     write_records(tmp_path / "a", [record_of(seed=0, bare=True)])  # no metrics, no measurements at all
     write_records(tmp_path / "b", [record_of(seed=0, bare=True)])
     result = invoke("compare", tmp_path / "a", tmp_path / "b")
-    assert result.exit_code == 1 and "nothing was compared" in result.stderr
+    assert result.exit_code == 1 and "lack their metrics on one side or both" in result.stderr
 
 
 def test_compare_fails_on_cells_missing_from_b_and_tells_cells_apart(template, tmp_path):
@@ -717,20 +703,11 @@ def test_a_ray_address_that_never_answers_is_given_up_after_15_s(monkeypatch):
     [
         (["--timeout", "5"], "--timeout needs the process or ray executor"),
         (["--candidates", "10", "--candidate-ratio", "3"], "not both"),
-        (["--run-id", "../escape"], "--run-id must be a plain directory name"),
-        (["--run-id", "/tmp/abs"], "--run-id must be a plain directory name"),
-        (["--run-id", ".."], "--run-id must be a plain directory name"),
     ],
 )
 def test_conflicting_flags(tmp_path, args, message):
     assert_refused(tiny_run(tmp_path, *args), message)
     assert not any(tmp_path.iterdir())
-
-
-def test_report_baseline_must_exist(template, tmp_path):
-    write_records(tmp_path / "r", [record_of(seed=0, slate_acc=0.5)])
-    assert_refused(invoke("report", tmp_path / "r", "--baseline", "nosuch"), "baseline 'nosuch'")
-    assert invoke("report", tmp_path / "r", "--baseline", "transformer").exit_code == 0
 
 
 def test_report_on_an_unwritable_directory(tmp_path, monkeypatch):
@@ -800,3 +777,340 @@ def test_a_skipped_record_line_is_one_warning_line_on_the_console(template, tmp_
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == f"warning: {path}:2: skipping not a record (a JSON int)", done.stderr
+
+
+# --- 11. a model's scores are read only when they keep the contract (issue 28, 1) -------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ("test-nan-eval", "returned non-finite scores (NaN) at validation"),
+        ("test-nan-serving", "returned non-finite scores (NaN) at serving (batch 1)"),
+        ("test-extra-column", "returned scores of shape (32, 11) and dtype float32 at training"),
+        ("test-int-scores", "and dtype int64 at training"),
+    ],
+)
+def test_scores_that_break_the_contract_fail_the_cell_naming_the_model(tmp_path, faulty_plugin, model, problem):
+    result = tiny_run(tmp_path, "--run-id", "r", models=model)
+    assert result.exit_code == 1, result.output
+    (record,) = load_records(tmp_path / "r" / "records.jsonl")
+    assert record["status"] == "failed" and record["metrics"] == {}, record
+    assert record["error"].startswith(f"model {model!r} ") and problem in record["error"], record["error"]
+    assert f"failed: model {model!r}" in result.stderr
+
+
+def test_a_non_finite_comparison_with_the_best_order_fails(monkeypatch):
+    import torch
+
+    from bench import cell
+    from bench.config import WorkloadConfig
+    from bench.data import generate
+    from bench.scores import ScoresError
+
+    workload = generate(WorkloadConfig(batch_size=8, batches=1, valid_slates=8, test_slates=8, world="diversity"), 0)
+    test = workload.test
+
+    def broken(*args):
+        n = len(test)
+        return {
+            "slate_value": torch.zeros(n),
+            "slate_regret": torch.full((n,), math.nan),
+            "slate_headroom": torch.ones(n),
+        }
+
+    monkeypatch.setattr(cell, "value_metrics", broken)
+    scores = torch.randn(test.inputs.mask.shape).masked_fill(~test.inputs.mask, -math.inf)
+    with pytest.raises(ScoresError, match="non-finite slate_regret at the comparison with the best order"):
+        cell.evaluate(scores, test, True, workload.world)
+
+
+# --- 12. a baseline the run does not have (issue 28, 2) ---------------------------------------------
+
+
+def test_report_baseline_must_be_a_model_of_the_run(template, tmp_path):
+    write_records(tmp_path / "r", [record_of(seed=0, slate_acc=0.5)])
+    assert_refused(invoke("report", tmp_path / "r", "--baseline", "transformer"), "'transformer' is not a model of")
+    assert_refused(invoke("report", tmp_path / "r", "--baseline", "nosuch"), "baseline 'nosuch'")
+    assert invoke("report", tmp_path / "r", "--baseline", "mlp").exit_code == 0
+
+
+def test_a_sweep_group_without_the_baseline_is_said_once(template, tmp_path):
+    other = record_of(seed=0)
+    other["model"] = "transformer"
+    other["config"]["workload"]["slate_length"] = 4
+    other["key"] = "another-cell"
+    write_records(tmp_path / "r", [record_of(seed=0), record_of(seed=1), other])
+    result = invoke("report", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stderr.splitlines() if "baseline" in line]
+    assert line == "warning: the baseline mlp has no cell at workload.slate_length 4 (transformer ran there): no Δ"
+
+
+# --- 13. cell processes die with the driver; the run exits after its summary (issue 28, 3-4) ---------
+
+
+def _bench(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, env={**os.environ, **(env or {})}, text=True, **kwargs
+    )
+
+
+def _plugin_env(module: str) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "RERANK_BENCH_PLUGINS": module}
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat_file.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, or stopped: not gone and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_fork_server_and_its_cell_die_with_the_driver_at_once(tmp_path):
+    args = ("run", "--models", "test-hangs", *TINY[:-2], "--out", str(tmp_path), "--run-id", "r")
+    driver = _bench(*args, env=_plugin_env("faulty_models"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = cell = None
+    try:
+        deadline = time.monotonic() + 120
+        while cell is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            for pid in _children(driver.pid):
+                if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes() and _children(pid):
+                    server, cell = pid, _children(pid)[0]
+        assert cell is not None, "the cell's process never started"
+        os.kill(server, signal.SIGSTOP)  # a server that is not scheduled (a loaded machine) notices nothing itself
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 5
+        while (_alive(server) or _alive(cell)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server) and not _alive(cell), "still running 5 s after kill -9 of the driver"
+    finally:
+        driver.kill()
+        driver.wait()
+        for pid in (server, cell):
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_finished_run_exits_right_after_its_summary(tmp_path):
+    """Teardown that waits (here an atexit handler of 60 s, standing in for slow library teardown on a loaded
+    machine) does not keep a finished run alive: the summary is its last act."""
+    args = ("run", "--models", "mlp", *TINY, "--out", str(tmp_path), "--run-id", "r")
+    driver = _bench(*args, env=_plugin_env("slow_exit_models"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for line in driver.stdout:
+            if line.startswith("report:"):
+                break
+        summary_at = time.monotonic()
+        assert driver.wait(timeout=30) == 0
+        assert time.monotonic() - summary_at < 30
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+# --- 14. run ids: a portable set, and the problem named (issue 28, 5) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_id", "problem"),
+    [
+        ("x" * 300, "it is 300 characters long, more than 100"),
+        ("a\nb", "'\\n' (U+000A)"),
+        ("abc\u202etxt.exe", "(U+202E)"),
+        ("my run", "' ' (U+0020)"),
+        ("../escape", "'/' (U+002F)"),
+        ("/tmp/abs", "'/' (U+002F)"),
+        ("..", "it starts with '.'"),
+        (".hidden", "it starts with '.'"),
+    ],
+)
+def test_run_ids_are_portable_names_and_the_problem_is_said(tmp_path, run_id, problem):
+    result = tiny_run(tmp_path, "--run-id", run_id, "--dry-run")
+    assert_refused(result, problem)
+    assert "is not a portable directory name: " in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_portable_run_id_is_taken(tmp_path):
+    result = tiny_run(tmp_path, "--run-id", "Run-2_b.1", "--dry-run")
+    assert result.exit_code == 0, result.output
+
+
+# --- 15. a record without what a reader needs (issue 32, 1) ---------------------------------------
+
+
+def test_an_ok_record_without_metrics_is_skipped_with_file_and_line(template, tmp_path):
+    stripped = record_of(seed=1)
+    del stripped["metrics"]
+    path = write_records(tmp_path / "r", [record_of(seed=0), stripped])
+    with pytest.warns(UserWarning, match=f"{path}:2: skipping an ok record without its metrics"):
+        records = load_records(path)
+    assert [r["config"]["seed"] for r in records] == [0]
+    with pytest.warns(UserWarning, match=f"{path}:2: skipping an ok record without its metrics"):
+        result = invoke("report", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_compare_fails_when_a_cells_metrics_are_missing_on_either_side(template, tmp_path, side):
+    stripped = record_of(seed=0)
+    stripped["metrics"] = {}
+    for run in "ab":
+        write_records(tmp_path / run, [stripped if run == side else record_of(seed=0), record_of(seed=1)])
+    result = invoke("compare", tmp_path / "a", tmp_path / "b")
+    assert result.exit_code == 1, result.output
+    assert f"no metrics in {tmp_path / side}" in result.stdout
+    assert "1 cell(s) ok in both runs lack their metrics" in result.stderr
+    assert "compared 0 value(s) of 1 cell(s)" not in result.stdout and "of 1 cell(s) ok in both" in result.stdout
+
+
+def test_compare_counts_the_values_it_compared(template, tmp_path):
+    write_records(tmp_path / "a", [record_of(seed=0)])
+    result = invoke("compare", tmp_path / "a", tmp_path / "a", "--all")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "[" in line and "]" in line]
+    assert f"compared {len(rows)} value(s) of 1 cell(s)" in result.stdout and rows
+
+
+# --- 16. LETOR data that cannot rank (issue 32, 2 and 4) -------------------------------------------
+
+
+def letor_data(tmp_path: Path, test: list[str], train: list[str] | None = None) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    letor_split(data / "train.txt", train or letor_lines(40, 1))
+    letor_split(data / "vali.txt", letor_lines(10, 100))
+    letor_split(data / "test.txt", test)
+    return data
+
+
+def letor_run(tmp_path: Path, data: Path):
+    return invoke(
+        "run",
+        "--models",
+        "mlp",
+        *TINY,
+        "--data",
+        "letor",
+        "--data-path",
+        data,
+        "--out",
+        tmp_path / "o",
+        "--run-id",
+        "r",
+    )
+
+
+def test_letor_queries_that_cannot_rank_are_left_out_with_a_count(tmp_path):
+    single = [f"1 qid:{300 + q} 1:0.5 2:0.1 3:1" for q in range(3)]
+    unjudged = letor_lines(2, 400, relevant=False)
+    data = letor_data(tmp_path, letor_lines(10, 200) + single + unjudged)
+    result = letor_run(tmp_path, data)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "test: 5 of 15 queries left out of evaluation (3 with one document, 2 without a relevant document)" in said
+    (record,) = load_records(tmp_path / "o" / "r" / "records.jsonl")
+    assert record["metrics"]["test_slates"] == 10 and record["metrics"]["judged_slates"] == 10
+    assert record["data"]["queries_left_out"] == {"valid": 0, "test": 5}
+
+
+@pytest.mark.parametrize(
+    ("test", "train", "message"),
+    [
+        (
+            [f"1 qid:{q} 1:0.5 2:0.1 3:1" for q in range(10)],
+            None,
+            "test.txt: no query has two documents and a relevant",
+        ),
+        (
+            letor_lines(10, 200, relevant=False),
+            None,
+            "nothing to judge (of 10 queries: 0 with one document, 10 without",
+        ),
+        (letor_lines(10, 200), letor_lines(40, 1, relevant=False), "train.txt: no query has two documents"),
+    ],
+)
+def test_a_letor_split_with_nothing_to_learn_or_judge_is_refused(tmp_path, test, train, message):
+    assert_refused(letor_run(tmp_path, letor_data(tmp_path, test, train)), message)
+    assert not (tmp_path / "o" / "r" / "records.jsonl").exists()
+
+
+def test_a_negative_letor_label_is_refused_naming_the_line(tmp_path):
+    train = letor_lines(40, 1)
+    train[4] = "-1" + train[4][1:]
+    data = letor_data(tmp_path, letor_lines(10, 200), train)
+    assert_refused(letor_run(tmp_path, data), f"{data / 'train.txt'}, line 5: the label -1 is negative")
+
+
+# --- 17. a records file that is not the run's own regular file (issue 32, 3) -------------------------
+
+
+def test_a_records_file_that_is_a_symlink_is_refused(template, tmp_path):
+    other = write_records(tmp_path / "other", [record_of(seed=0)])
+    before = other.read_bytes()
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "records.jsonl").symlink_to(other)
+    for extra in ([], ["--dry-run"]):
+        assert_refused(tiny_run(tmp_path, "--run-id", "x", *extra), "records.jsonl is a symbolic link")
+    assert_refused(invoke("report", tmp_path / "x"), "is a symbolic link")
+    assert other.read_bytes() == before
+
+
+def test_a_records_file_that_is_a_fifo_is_refused_at_once(tmp_path):
+    (tmp_path / "x").mkdir()
+    os.mkfifo(tmp_path / "x" / "records.jsonl")
+    args = ("run", "--models", "mlp", *TINY, "--out", str(tmp_path), "--run-id", "x", "--dry-run")
+    done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "is a FIFO" in done.stderr
+
+
+# --- 18. digits other than 0-9 in model options (issue 32, 4) ---------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\uff16\uff14", "\u0663\u0662"])
+def test_model_options_with_digits_other_than_ascii_are_refused(tmp_path, value):
+    result = tiny_run(tmp_path, "--model-arg", f"d_model={value}", "--dry-run", models="transformer")
+    assert_refused(result, f"model option d_model={value!r} has digits other than 0-9")
+    assert f"write d_model={int(value)}" in result.stderr
+
+
+# --- 19. planning grows with the cells, not faster (issue 32, 5) -------------------------------------
+
+
+def test_planning_validates_and_builds_once_per_point_of_the_other_axes(monkeypatch):
+    """A sweep's seeds share everything but the seed: the cell of each point of the other axes is validated and
+    its model built once, however many seeds it has (each seed cost two model constructions before)."""
+    from bench import config, models, sweep
+
+    built, validated = [], []
+    construct, validate = models.construct, sweep.validate
+    monkeypatch.setattr(models, "construct", lambda cell, *a, **k: built.append(cell.model) or construct(cell, *a, **k))
+    monkeypatch.setattr(sweep, "validate", lambda cell: validated.append(cell.seed) or validate(cell))
+    run, cells = sweep.plan({"models": "mlp,transformer", "seeds": 500, "profile": "smoke", "slate_length": "5,6"})
+    assert len(cells) == 2000 and len({c.key() for c in cells}) == 2000
+    assert sorted({c.seed for c in cells}) == list(range(500))
+    assert len(validated) == 4, "one validation per model and slate length"
+    assert len(built) == 4, "one meta and one real construction per model (the slate length changes no option)"
+    assert config.CellConfig.from_dict(cells[-1].to_dict()) == cells[-1]
+    assert [c.key() for c in cells] == [c._config_hash() for c in cells], "the keys of with_seeds are the plain ones"
+    from dataclasses import asdict
+
+    assert all(c.to_dict() == asdict(c) for c in cells[::97])

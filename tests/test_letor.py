@@ -53,15 +53,19 @@ def config(path, **changes) -> WorkloadConfig:
 def test_lists_follow_the_files(letor_dir):
     workload = load_letor(config(letor_dir, candidates=8, slate_length=5), seed=0)
     test = workload.test
-    assert len(test) == 80 and len(workload.valid) == 60
+    # queries with one document or no relevant one are left out of evaluation
+    left_out = workload.describe()["queries_left_out"]
+    n = 80 - left_out["test"]
+    assert left_out["test"] > 0 and len(test) == n and len(workload.valid) == 60 - left_out["valid"]
     assert len(workload.train) == 128  # batch_size x batches caps the training queries
-    assert test.inputs.items.shape == (80, 8, FEATURES + 1)  # ids are columns; 1-based files leave column 0 empty
+    assert test.inputs.items.shape == (n, 8, FEATURES + 1)  # ids are columns; 1-based files leave column 0 empty
     assert (test.inputs.items[..., 0] == 0).all()
     # the slate is the top of the initial order, padding included
-    assert torch.equal(test.inputs.positions.gather(1, test.slate), torch.arange(5).expand(80, 5))
+    assert torch.equal(test.inputs.positions.gather(1, test.slate), torch.arange(5).expand(n, 5))
     shown = test.slate_mask.sum(dim=1)
     real = test.inputs.mask.sum(dim=1)
-    assert torch.equal(shown, real.clamp(max=5)) and real.max() == 8 and real.min() >= 1
+    assert torch.equal(shown, real.clamp(max=5)) and real.max() == 8 and real.min() >= 2
+    assert (test.utility.max(dim=1).values > 0).all()
     # labels are the relevance grades of the displayed documents; the relevance is the utility
     assert torch.equal(test.labels, test.utility.gather(1, test.slate) * test.slate_mask)
     assert set(test.labels.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
@@ -97,7 +101,8 @@ def test_explicit_files_and_valid_txt(letor_dir, tmp_path):
     (letor_dir / "vali.txt").rename(letor_dir / "valid.txt")
     assert resolve_files(str(letor_dir))["valid"].name == "valid.txt"
     files = ",".join(str(letor_dir / n) for n in ("train.txt", "valid.txt", "test.txt"))
-    assert len(load_letor(config(files), 0).valid) == 60
+    workload = load_letor(config(files), 0)
+    assert len(workload.valid) == 60 - workload.describe()["queries_left_out"]["valid"] == 57
 
 
 def test_parsed_arrays_are_cached_next_to_the_data(letor_dir, monkeypatch):
@@ -160,7 +165,7 @@ def test_letor_runs_end_to_end_through_the_cli(letor_dir, tmp_path):
         assert record["config"]["workload"]["data"] == "letor"
         assert record["config"]["workload"]["labels"] == "graded"
         assert record["data"]["source"] == "letor" and record["data"]["item_dim"] == FEATURES + 1
-        assert record["data"]["test_lists"] == 80
+        assert record["data"]["test_lists"] == 80 - record["data"]["queries_left_out"]["test"] == 69
         m = record["metrics"]
         assert 0 <= m["ndcg@5"] <= 1 and 0 <= m["map@5"] <= 1 and m["regret"] >= 0
         assert "label_ndcg@5" not in m  # on LETOR the graded labels are the truth: ndcg@k uses them
@@ -174,7 +179,7 @@ def test_letor_runs_end_to_end_through_the_cli(letor_dir, tmp_path):
         for row in row_lines:
             cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|")), strict=True))
             assert float(cells[metric]) > 0
-    assert "LETOR data" in report and "300 / 60 / 80 train / valid / test queries" in report
+    assert "LETOR data" in report and "300 / 57 / 69 train / valid / test queries" in report  # those that can rank
 
 
 def bad(letor_dir, split_file: str, lines: list[str]):

@@ -168,12 +168,12 @@ def test_serving_blocks_and_requests_are_spread_in_bursts_and_leave_the_model_as
     config = replace(PROFILES["smoke"]["measure"], latency_requests=10, throughput_blocks=5, min_block_seconds=0)
     sampler = measure.ServingSampler(model, data.test[:8].inputs, data.test.inputs, config, bursts=4)
     sampler.burst()  # blocks 5 split 2, 1, 1, 1; requests 10 split 3, 3, 2, 2
-    # two warm-up calls, one untimed block of one call (it lasts >= 0 s), 2 timed blocks, 3 untimed and 3 timed
-    # requests
-    assert model.eval_calls == [8] * 5 + [1] * 6 and model.training
+    # one untimed call whose output is checked (bench/scores.py), two warm-up calls, one untimed block of one call
+    # (it lasts >= 0 s), 2 timed blocks, 3 untimed (checked) and 3 timed requests
+    assert model.eval_calls == [8] * 6 + [1] * 6 and model.training
     assert len(sampler.throughput) == 2 and len(sampler.latency_ms) == 3
-    sampler.burst()  # later bursts warm up with one call at the batch size
-    assert model.eval_calls[11:] == [8] * 2 + [1] * 6
+    sampler.burst()  # later bursts warm up with one call at the batch size, its output checked
+    assert model.eval_calls[12:] == [8] * 2 + [1] * 6
     throughput, latency_ms = sampler.finish()
     assert len(throughput) == 5 and len(latency_ms) == 10 and sampler.bursts == 4
     sampler.burst()  # every share taken: nothing more

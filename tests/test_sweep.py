@@ -108,7 +108,7 @@ def test_resume_skips_and_force_reruns_without_rewriting(tmp_path):
 
 def test_torn_line_is_terminated_before_the_next_append(tmp_path):
     path = tmp_path / "records.jsonl"
-    cell = new_record(CellConfig(model="m"))
+    cell = {**new_record(CellConfig(model="m")), "metrics": {"slate_acc": 0.5}}
     append_record(path, {**cell, "key": "a", "n": 1})
     with open(path, "a") as handle:
         handle.write('{"key": "b", "n"')  # a write cut short by a kill

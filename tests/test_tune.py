@@ -204,7 +204,8 @@ def test_tune_report_gives_the_command_search_minutes_and_unequal_trial_counts(s
         return {**made, **fields}
 
     def trial(model: str, number: int, minutes: int) -> dict:
-        return record(model, 0, minutes, tuning={"trial": number, "value": 0.8, "params": {"lr": 0.001}})
+        tuning = {"trial": number, "value": 0.8, "params": {"lr": 0.001}}
+        return record(model, 0, minutes, metrics={"slate_acc": 0.8}, tuning=tuning)  # a trial's valid metrics
 
     def final(model: str, seed: int, acc: float) -> dict:
         tuning = {"role": "default", "study": model, "params": {"lr": 0.001}}

@@ -87,7 +87,8 @@ def print_changes(result: Comparison, run_a: Path, run_b: Path, threshold: float
     contended = len({c.key for c in result.changes if c.contended})
     speeds = sum(1 for c in result.changes if c.kind in TIMED_KINDS and c.p is not None)
     typer.echo(
-        f"compared {result.compared_cells} cell(s) ok in both runs at threshold {threshold:.1%}, alpha {SIGNIFICANCE} "
+        f"compared {result.compared_values} value(s) of {result.compared_cells} cell(s) ok in both runs at threshold "
+        f"{threshold:.1%}, alpha {SIGNIFICANCE} "
         f"(Holm across {speeds} speed value(s)); {sum(c.flagged for c in result.changes)} value(s) changed beyond "
         "the threshold" + (f"; {contended} cell(s) ran contended in A or B (speeds not judged)" if contended else "")
     )
@@ -95,6 +96,8 @@ def print_changes(result: Comparison, run_a: Path, run_b: Path, threshold: float
         typer.echo(SPEED_CAVEAT)
     for line in result.status_changes:
         typer.echo(f"REGRESSION status: {line}")
+    for line in result.incomplete:
+        typer.echo(f"not compared: {line}")
     for label, cells in ((f"only in {run_a}", result.only_a), (f"only in {run_b}", result.only_b)):
         for cell in cells:
             typer.echo(f"{label}: {cell}")
@@ -107,9 +110,17 @@ def holm_note(change: Change) -> str:
 
 
 def exit_code(result: Comparison, run_a: Path, run_b: Path) -> int:
-    """1 on a regression, when nothing was compared, or when cells of ``run_a`` are missing from ``run_b``."""
+    """1 on a regression, when nothing was compared, when a cell's metrics are missing on either side, or when
+    cells of ``run_a`` are missing from ``run_b``."""
     if result.regressions:
         typer.echo(f"{result.regressions} regression(s)", err=True)
+        return 1
+    if result.incomplete:
+        typer.echo(
+            f"error: {len(result.incomplete)} cell(s) ok in both runs lack their metrics on one side or both (a "
+            "truncated or edited record): their accuracy was not compared",
+            err=True,
+        )
         return 1
     if not result.compared_cells:
         typer.echo(

@@ -39,14 +39,19 @@ with_options(run)
 
 def safe_report(run_dir: Path, baseline: str, console: Console) -> Path | None:
     """The report, or None with one line saying why it could not be written (the records are kept)."""
+    from bench.commands.report import baseline_gaps
+    from bench.records import latest_records
     from bench.report import write_report
 
     try:
-        return write_report(run_dir, baseline)
+        path = write_report(run_dir, baseline)
     except (OSError, ConfigError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         console.print(f"error: cannot write the report in {run_dir}: {reason} (the records are kept)")
         return None
+    for line in baseline_gaps(latest_records(run_dir), baseline):
+        console.print(f"warning: {line}")
+    return path
 
 
 def execute(cells: list[CellConfig], run_dir: Path, run_config: RunConfig) -> None:
