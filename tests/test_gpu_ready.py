@@ -294,8 +294,8 @@ def test_a_ray_cell_sets_its_threads_before_its_data_is_drawn(monkeypatch, smoke
 
     seen = []
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets in a worker for a 1-CPU task
-    monkeypatch.setattr("bench.cell.run_cell", lambda cell: seen.append(torch.get_num_threads()) or {})
-    ray_executor._run_cell_task(smoke_cell("mlp").to_dict(), 2)
+    monkeypatch.setattr("bench.cell.run_cell", lambda cell, *on_epoch: seen.append(torch.get_num_threads()) or {})
+    ray_executor._run_cell_task(smoke_cell("mlp").to_dict(), None, 0, 2)  # no epoch channel: no epoch is reported
     assert seen == [2]
     assert ray_executor.cell_threads(smoke_cell("mlp", threads=3)) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "4")

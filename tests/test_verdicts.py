@@ -93,7 +93,7 @@ def test_a_cell_that_was_ok_and_failed_is_a_regression(tmp_path):
     comparison = compare_runs(before, after, 0.05)
     assert comparison.regressions == 1 and comparison.changes == []
     (line,) = comparison.status_changes
-    assert "ok -> failed (boom)" in line and "mlp seed 0" in line
+    assert "ok -> failed (boom)" in line and "mlp s0 " in line
     result = runner.invoke(app, ["compare", str(before), str(after)])
     assert result.exit_code == 1, result.output
     assert "REGRESSION status:" in result.stdout and "1 regression(s)" in result.stderr
@@ -163,11 +163,11 @@ def change(**fields) -> Change:
         ({"p_adjusted": 0.2}, "noise (p 0.2 Holm)"),
         ({"p_adjusted": 0.05}, "noise (p 0.05 Holm)"),
         ({"kind": "accuracy", "name": "slate_acc", "p": 0.3, "p_adjusted": 0.3}, "noise (p 0.3)"),
-        ({"resolved": False}, "worse, too noisy to call (interval wider than the threshold)"),
-        ({"contended": True}, "worse, contended (not counted)"),
+        ({"resolved": False}, "worse, too noisy to call"),
+        ({"contended": True}, "contended: not judged"),
         ({"contended": True, "kind": "accuracy", "name": "slate_acc"}, "worse"),
         ({"worse": False, "after": 120.0}, "better"),
-        ({"worse": False, "resolved": False, "contended": True, "after": 120.0}, "better"),
+        ({"worse": False, "resolved": False, "contended": True, "after": 120.0}, "contended: not judged"),
     ],
 )
 def test_each_verdict_says_why(fields, verdict):
@@ -180,10 +180,10 @@ def test_cells_of_one_run_only_are_listed_on_their_side(tmp_path):
     other["key"], other["config"]["seed"] = "another-cell", 7
     comparison = compare_runs(run_of(tmp_path, "a", one, other), run_of(tmp_path, "b", one), 0.05)
     assert comparison.only_b == [] and len(comparison.only_a) == 1
-    assert "mlp seed 7 batch" in comparison.only_a[0] and comparison.only_a[0].endswith("[another-cell]")
+    assert "mlp s7 b" in comparison.only_a[0] and comparison.only_a[0].endswith("[another-]")  # the key's first 8
     assert comparison.compared_cells == 1 and comparison.regressions == 0
     reverse = compare_runs(run_of(tmp_path, "c", one), run_of(tmp_path, "d", one, other), 0.05)
-    assert reverse.only_a == [] and len(reverse.only_b) == 1 and "[another-cell]" in reverse.only_b[0]
+    assert reverse.only_a == [] and len(reverse.only_b) == 1 and "[another-]" in reverse.only_b[0]
 
 
 def test_a_change_within_the_threshold_is_compared_but_not_flagged(tmp_path):
