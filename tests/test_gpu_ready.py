@@ -25,7 +25,9 @@ from bench.models import accepted_options
 from bench.sync_probe import HostSyncProbe, probe_cell
 from bench.train import train
 from rerankers import SlateBatch
+import rerankers.gsf as gsf_module
 from rerankers.gsf import masked_batch_norm
+from rerankers.registry import build_model
 
 
 def padded_batch(rows: int = 6, length: int = 7, user: int = 5, items: int = 6, seed: int = 0) -> SlateBatch:
@@ -42,11 +44,40 @@ def padded_batch(rows: int = 6, length: int = 7, user: int = 5, items: int = 6, 
 
 
 @pytest.mark.parametrize("model", rerankers.model_names())
-def test_no_host_synchronisation_in_a_training_step_or_an_eval_forward(smoke_cell, model):
+def test_no_host_synchronisation_in_a_training_step_or_an_eval_forward(smoke_cell, model, monkeypatch):
     options = accepted_options(model, smoke_cell().model_kwargs)
     workload = replace(smoke_cell().workload, slate_min=2, batch_size=16, batches=1)  # padded lists
     cell = smoke_cell(model, workload=workload, model_kwargs=options)
+    # GSF reads its groups' validity on the host only where that is free (a CPU): probe the path a GPU takes
+    monkeypatch.setattr(gsf_module, "host_reads_are_free", lambda device: False)
     assert probe_cell(cell, "cpu") == []
+
+
+def test_gsf_scores_the_same_on_both_of_its_paths(smoke_cell, monkeypatch):
+    """The CPU path (torch's batch norm on the valid groups) and the accelerator path (masked batch norm over every
+    group): the same scores, gradients and running statistics, on padded lists, in training and in eval."""
+    workload = generate(replace(smoke_cell().workload, slate_min=2, batch_size=32, batches=1), 0, "cpu")
+    batch = workload.test.inputs[:32]
+    assert not batch.mask.all()  # padded lists: the paths differ in how they keep padding out
+    torch.manual_seed(0)
+    models = [build_model("gsf", user_dim=batch.user.shape[1], item_dim=batch.items.shape[2]) for _ in (0, 1)]
+    models[1].load_state_dict(models[0].state_dict())
+    results = []
+    for model, free in zip(models, (True, False)):
+        monkeypatch.setattr(gsf_module, "host_reads_are_free", lambda device, free=free: free)
+        model.train()
+        scores = model(batch)
+        scores.masked_fill(~batch.mask, 0).sum().backward()
+        model.eval()
+        with torch.no_grad():
+            results.append((scores.detach(), [p.grad for p in model.parameters()], model(batch), model.state_dict()))
+    (train_a, grads_a, eval_a, state_a), (train_b, grads_b, eval_b, state_b) = results
+    torch.testing.assert_close(train_a, train_b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eval_a, eval_b, rtol=1e-4, atol=1e-5)
+    for grad_a, grad_b in zip(grads_a, grads_b):
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5)
+    for name in state_a:
+        torch.testing.assert_close(state_a[name], state_b[name], rtol=1e-4, atol=1e-5)
 
 
 def test_the_probe_sees_the_synchronisations_a_gpu_would_wait_for():
