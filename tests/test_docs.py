@@ -11,7 +11,7 @@ from bench.records import latest_records
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 150
-GUARANTEE_ROWS = 18  # the faults the Guarantees table covers: a page may move, a row may not go
+GUARANTEE_ROWS = 26  # the faults the Guarantees table covers: a page may move, a row may not go
 
 
 def _sentences(path: Path) -> list[str]:
