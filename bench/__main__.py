@@ -1,5 +1,5 @@
 """`python -m bench ...` is the `bench` command, for checkouts that are not pip-installed."""
 
-from bench.cli import main
+from bench.cli import entry
 
-main()
+entry()

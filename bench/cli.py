@@ -38,8 +38,21 @@ def _flags_show_no_type() -> None:
 _flags_show_no_type()
 
 
+def entry() -> NoReturn:
+    """The `bench` command and `python -m bench`: ``main``, then the process ends as soon as its output is out."""
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        if stop.code is not None and not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+        exit_now(code)
+    exit_now(0)
+
+
 def main() -> None:
-    """Console entry point: usage errors become one ``error:`` line and exit code 2."""
+    """The command line, callable in a process that goes on (raises SystemExit with the exit code): usage errors
+    become one ``error:`` line and exit code 2."""
     import warnings
 
     # A skipped record line or a lock-less file system is one "warning:" line naming file and line, not a
@@ -57,7 +70,7 @@ def main() -> None:
         code = 2
     except typer.Abort:
         code = 130
-    exit_now(code or 0)
+    sys.exit(code or 0)
 
 
 def exit_now(code: int) -> NoReturn:
@@ -80,4 +93,4 @@ def exit_now(code: int) -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    entry()
