@@ -48,6 +48,8 @@ CELL = CellConfig(model="mlp", workload=WorkloadConfig(batches=1))
 
 def record(seed: int = 0, status: str = "ok", **fields) -> dict:
     made = new_record(CellConfig(model="mlp", seed=seed, workload=WorkloadConfig(batches=1)), status)
+    if status == "ok":  # an ok record says what it measured: one without slate_acc is skipped by readers
+        made["metrics"]["slate_acc"] = 0.5
     made.update(fields)
     return json.loads(json.dumps(made))
 
